@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="bnno",
+    version="0.1.0",
+    description=(
+        "Reproduce and extend 'Latent Weights Do Not Exist: Rethinking Binarized "
+        "Neural Network Optimization' (Bop, NeurIPS 2019) on TensorFlow 2.21 / Keras 3"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bnno", "bnno.*"]),
+    package_data={"bnno": ["hparams/*.yaml"]},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-datasets>=4.9",
+        # tensorflow-datasets imports it when downloading without declaring it.
+        "importlib_resources",
+        "click>=8.1",
+        "pyyaml>=6",
+        "tensorboard>=2.21,<2.22",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["bnno=bnno.cli:main"]},
+)
