@@ -1,0 +1,248 @@
+"""Quantized layers: Keras 3 ``Conv2D``, ``Dense`` and ``DepthwiseConv2D`` whose inputs
+and kernel pass through quantizers (larq ``layers``).
+
+``input_quantizer`` binarizes the incoming activations; ``kernel_quantizer`` maps the
+kernel variable to the values the layer computes with. The output of a binary layer is
+not binary (it is a sum), so the next layer quantizes its own inputs (larq guide
+"Building BNNs").
+
+The kernel variable carries ``precision`` (the kernel quantizer's bits) and reads as
+its quantized value inside ``bnno.nn.context.quantized_scope()``. A kernel with
+``precision == 1`` is what ``Bop.is_binary_variable`` selects.
+"""
+
+from typing import Optional
+
+import keras
+import numpy as np
+from keras import ops
+
+from bnno.nn import constraints, context, quantizers
+
+__all__ = ["QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "QuantizedVariable"]
+
+
+class QuantizedVariable(keras.Variable):
+    """A kernel variable that reads as ``quantizer(value)`` inside ``quantized_scope``.
+
+    Only reads into NumPy are affected (``numpy()``, ``np.asarray``, hence
+    ``get_weights`` and saving): layers apply their quantizer explicitly in ``call``,
+    and optimizers always update the latent value.
+    """
+
+    quantizer = None
+    precision: Optional[int] = None
+
+    def numpy(self):
+        latent = super().numpy()
+        if self.quantizer is None or not context.should_quantize():
+            return latent
+        return ops.convert_to_numpy(self.quantizer(latent))
+
+    def __array__(self, dtype=None, copy=None):
+        value = np.asarray(self.numpy())
+        return value if dtype is None else value.astype(dtype)
+
+
+def _mark_quantized(variable, quantizer):
+    # Keras creates variables inside `Layer.add_weight`; turning the finished variable
+    # into a QuantizedVariable (which adds behaviour, no state) keeps every Keras code
+    # path that builds, tracks, distributes and saves it unchanged.
+    variable.__class__ = QuantizedVariable
+    variable.quantizer = quantizer
+    variable.precision = getattr(quantizer, "precision", None)
+
+
+class _QuantizedLayerMixin:
+    """Adds ``input_quantizer`` and a quantized kernel to a Keras layer."""
+
+    def _init_quantizers(self, input_quantizer, kernel_quantizer):
+        self.input_quantizer = quantizers.get(input_quantizer)
+        self.kernel_quantizer = quantizers.get(kernel_quantizer)
+
+    def add_weight(self, *args, name=None, **kwargs):
+        variable = super().add_weight(*args, name=name, **kwargs)
+        if name == "kernel" and self.kernel_quantizer is not None:
+            _mark_quantized(variable, self.kernel_quantizer)
+        return variable
+
+    def _quantized_inputs_and_kernel(self, inputs):
+        if self.input_quantizer is not None:
+            inputs = self.input_quantizer(inputs)
+        kernel = self.kernel
+        if self.kernel_quantizer is not None:
+            kernel = self.kernel_quantizer(kernel)
+        return inputs, kernel
+
+    def _quantizer_config(self, kernel_key="kernel_quantizer"):
+        return {
+            "input_quantizer": quantizers.serialize(self.input_quantizer),
+            kernel_key: quantizers.serialize(self.kernel_quantizer),
+        }
+
+
+def _same_padding(input_size, kernel_size, stride, dilation):
+    """(before, after) padding that TensorFlow's "same" padding would add."""
+    effective_kernel = (kernel_size - 1) * dilation + 1
+    output_size = -(-input_size // stride)
+    total = max((output_size - 1) * stride + effective_kernel - input_size, 0)
+    return total // 2, total - total // 2
+
+
+@keras.saving.register_keras_serializable(package="bnno")
+class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
+    """2D convolution with quantized inputs and kernel (larq ``QuantConv2D``).
+
+    Takes every ``keras.layers.Conv2D`` argument, plus:
+        input_quantizer: quantizer (object or name) for the inputs, or None.
+        kernel_quantizer: quantizer (object or name) for the kernel, or None.
+        pad_values: the value "same" padding pads with. Binarized inputs are +-1, so
+            padding with 0 adds a third value; ``pad_values=1.0`` keeps them binary.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        *args,
+        input_quantizer=None,
+        kernel_quantizer=None,
+        kernel_constraint=None,
+        pad_values=0.0,
+        **kwargs,
+    ):
+        super().__init__(
+            filters,
+            kernel_size,
+            *args,
+            kernel_constraint=constraints.get(kernel_constraint),
+            **kwargs,
+        )
+        self._init_quantizers(input_quantizer, kernel_quantizer)
+        self.pad_values = float(pad_values)
+
+    def call(self, inputs):
+        inputs, kernel = self._quantized_inputs_and_kernel(inputs)
+        if self.padding == "same" and self.pad_values != 0.0:
+            outputs = self._convolve_with_padding_value(inputs, kernel)
+        else:
+            outputs = self.convolution_op(inputs, kernel)
+        if self.use_bias:
+            bias_shape = (1,) * (self.rank + 1) + (self.filters,)
+            if self.data_format != "channels_last":
+                bias_shape = (1, self.filters) + (1,) * self.rank
+            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _convolve_with_padding_value(self, inputs, kernel):
+        spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        pad_width = [(0, 0)] * 4
+        for i, axis in enumerate(spatial_axes):
+            pad_width[axis] = _same_padding(
+                inputs.shape[axis], self.kernel_size[i], self.strides[i], self.dilation_rate[i]
+            )
+        padded = ops.pad(inputs, pad_width, constant_values=self.pad_values)
+        return ops.conv(
+            padded,
+            kernel,
+            strides=list(self.strides),
+            padding="valid",
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), **self._quantizer_config(), "pad_values": self.pad_values}
+
+
+@keras.saving.register_keras_serializable(package="bnno")
+class QuantDense(_QuantizedLayerMixin, keras.layers.Dense):
+    """Densely connected layer with quantized inputs and kernel (larq ``QuantDense``).
+
+    Takes every ``keras.layers.Dense`` argument, plus ``input_quantizer`` and
+    ``kernel_quantizer`` (objects or names, or None).
+    """
+
+    def __init__(
+        self,
+        units,
+        *args,
+        input_quantizer=None,
+        kernel_quantizer=None,
+        kernel_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(
+            units, *args, kernel_constraint=constraints.get(kernel_constraint), **kwargs
+        )
+        self._init_quantizers(input_quantizer, kernel_quantizer)
+
+    def call(self, inputs, training=None):
+        inputs, kernel = self._quantized_inputs_and_kernel(inputs)
+        outputs = ops.matmul(inputs, kernel)
+        if self.bias is not None:
+            outputs = ops.add(outputs, self.bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), **self._quantizer_config()}
+
+
+@keras.saving.register_keras_serializable(package="bnno")
+class QuantDepthwiseConv2D(_QuantizedLayerMixin, keras.layers.DepthwiseConv2D):
+    """Depthwise 2D convolution with quantized inputs and kernel (larq
+    ``QuantDepthwiseConv2D``).
+
+    Takes every ``keras.layers.DepthwiseConv2D`` argument, plus ``input_quantizer`` and
+    ``depthwise_quantizer`` (larq's name; ``kernel_quantizer`` is accepted as well).
+    """
+
+    def __init__(
+        self,
+        kernel_size,
+        *args,
+        input_quantizer=None,
+        depthwise_quantizer=None,
+        kernel_quantizer=None,
+        depthwise_constraint=None,
+        **kwargs,
+    ):
+        if depthwise_quantizer is not None and kernel_quantizer is not None:
+            raise ValueError(
+                "Give either depthwise_quantizer or kernel_quantizer to "
+                "QuantDepthwiseConv2D, not both; they name the same quantizer."
+            )
+        super().__init__(
+            kernel_size,
+            *args,
+            depthwise_constraint=constraints.get(depthwise_constraint),
+            **kwargs,
+        )
+        self._init_quantizers(input_quantizer, depthwise_quantizer or kernel_quantizer)
+
+    def call(self, inputs):
+        inputs, kernel = self._quantized_inputs_and_kernel(inputs)
+        outputs = ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        if self.use_bias:
+            channels = self.bias.shape[0]
+            bias_shape = (1,) * (self.rank + 1) + (channels,)
+            if self.data_format != "channels_last":
+                bias_shape = (1, channels) + (1,) * self.rank
+            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), **self._quantizer_config("depthwise_quantizer")}
