@@ -1,0 +1,292 @@
+"""Optimizers for BNNs: Bop, and CaseOptimizer to train binary and real-valued
+variables with different optimizers (larq ``optimizers``)."""
+
+import warnings
+from typing import Callable, List, Optional, Tuple
+
+import keras
+from keras import ops
+
+from bnno.nn.quantizers import binary_sign
+
+__all__ = ["Bop", "CaseOptimizer", "is_binary_variable"]
+
+Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+@keras.saving.register_keras_serializable(package="bnno")
+def is_binary_variable(variable) -> bool:
+    """True for variables marked binary: ``precision == 1``, as set on the kernels of
+    quantized layers whose kernel quantizer is binary (e.g. ``NoOp(precision=1)``)."""
+    return getattr(variable, "precision", 32) == 1
+
+
+@keras.saving.register_keras_serializable(package="bnno")
+class Bop(keras.optimizers.Optimizer):
+    r"""Binary optimizer, Bop (Helwegen et al., 2019, "Latent Weights Do Not Exist",
+    Algorithm 1): trains binary weights directly, without latent weights.
+
+    For each binary weight w with gradient g, every step:
+
+        m <- m + gamma * (g - m)                  (exponential moving average)
+        w <- sign(-sign(w * m - threshold) * w)   (with sign(0) = +1)
+
+    so w flips exactly when m agrees in sign with w and |m| exceeds ``threshold``.
+
+    Args:
+        threshold: how strong the averaged gradient must be to flip a weight (tau); a
+            float or a ``LearningRateSchedule``.
+        gamma: the adaptivity rate of the moving average, Bop's analogue of a
+            learning rate; a float or a ``LearningRateSchedule`` (evaluated at
+            ``iterations``, like Keras learning rates). Stored as the Keras
+            ``learning_rate``, so schedules and logging treat it as one.
+        name: the optimizer's name.
+        **kwargs: further ``keras.optimizers.Optimizer`` arguments.
+    """
+
+    def __init__(self, threshold=1e-8, gamma=1e-4, name="Bop", **kwargs):
+        kwargs.pop("learning_rate", None)  # gamma *is* the learning rate
+        super().__init__(learning_rate=gamma, name=name, **kwargs)
+        self.threshold = threshold
+
+    is_binary_variable = staticmethod(is_binary_variable)
+
+    @property
+    def gamma(self):
+        """The current gamma (the schedule's value at ``iterations`` if a schedule)."""
+        return self.learning_rate
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._moving_averages = self.add_optimizer_variables(variables, "m")
+
+    def _current_threshold(self, dtype):
+        threshold = self.threshold
+        if isinstance(threshold, Schedule):
+            threshold = threshold(self.iterations)
+        return ops.cast(threshold, dtype)
+
+    def update_step(self, gradient, variable, learning_rate):
+        gamma = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        threshold = self._current_threshold(variable.dtype)
+        m = self._moving_averages[self._get_variable_index(variable)]
+        self.assign_add(m, gamma * (gradient - m))
+        flip_or_keep = -ops.sign(variable * m - threshold)
+        self.assign(variable, binary_sign(flip_or_keep * variable))
+
+    def get_config(self):
+        config = super().get_config()
+        config["gamma"] = config.pop("learning_rate")
+        threshold = self.threshold
+        if isinstance(threshold, Schedule):
+            threshold = keras.optimizers.schedules.serialize(threshold)
+        config["threshold"] = threshold
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("gamma", "threshold"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.optimizers.schedules.deserialize(
+                    config[key], custom_objects=custom_objects
+                )
+        return cls(**config)
+
+
+Predicate = Callable[[object], bool]
+
+
+def _variable_key(variable) -> str:
+    # Paths ("quant_dense/kernel") are unique within a model and survive saving.
+    return variable.path
+
+
+@keras.saving.register_keras_serializable(package="bnno")
+class CaseOptimizer(keras.optimizers.Optimizer):
+    """Trains each variable with the one optimizer whose predicate claims it (larq
+    ``CaseOptimizer``), e.g. Bop for binary kernels and Adam for everything else::
+
+        CaseOptimizer(
+            (Bop.is_binary_variable, Bop(threshold=1e-6, gamma=1e-3)),
+            default_optimizer=keras.optimizers.Adam(0.01),
+        )
+
+    A variable claimed by no predicate is trained by ``default_optimizer``, or not at
+    all when there is none. A variable claimed by two predicates is an error, and so
+    is a predicate that claims no variable. Each optimizer keeps its own state and
+    ``iterations`` (so each schedule advances with the steps that optimizer takes);
+    ``learning_rate`` is the default optimizer's.
+
+    The variable-to-optimizer assignment is computed once, in ``build``, and saved in
+    the config by variable path, so a saved model reloads with the same assignment.
+    """
+
+    def __init__(
+        self,
+        *predicate_optimizer_pairs: Tuple[Predicate, keras.optimizers.Optimizer],
+        default_optimizer: Optional[keras.optimizers.Optimizer] = None,
+        name: str = "optimizer_case",
+        **kwargs,
+    ):
+        for index, pair in enumerate(predicate_optimizer_pairs):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(
+                    f"CaseOptimizer argument {index} must be a (predicate, optimizer) "
+                    f"pair, got {pair!r}."
+                )
+            predicate, optimizer = pair
+            if not callable(predicate):
+                raise TypeError(
+                    f"The predicate of pair {index} must be callable, got {predicate!r}."
+                )
+            if not isinstance(optimizer, keras.optimizers.Optimizer):
+                raise TypeError(
+                    f"The optimizer of pair {index} must be a keras.optimizers.Optimizer, "
+                    f"got {optimizer!r}."
+                )
+        if default_optimizer is not None and not isinstance(
+            default_optimizer, keras.optimizers.Optimizer
+        ):
+            raise TypeError(
+                "default_optimizer must be a keras.optimizers.Optimizer or None, "
+                f"got {default_optimizer!r}."
+            )
+        kwargs.pop("learning_rate", None)
+        super().__init__(learning_rate=0.0, name=name, **kwargs)
+        self.predicates: List[Predicate] = [p for p, _ in predicate_optimizer_pairs]
+        self.optimizers: List[keras.optimizers.Optimizer] = [
+            o for _, o in predicate_optimizer_pairs
+        ]
+        self.default_optimizer = default_optimizer
+        if default_optimizer is not None:
+            self.optimizers.append(default_optimizer)
+        # Variable path -> index into self.optimizers; filled by build().
+        self.assignment: Optional[dict] = None
+
+    # -- which optimizer trains which variable -------------------------------------
+
+    def _assign(self, variables) -> dict:
+        assignment = {}
+        for variable in variables:
+            claims = [i for i, predicate in enumerate(self.predicates) if predicate(variable)]
+            if len(claims) > 1:
+                names = ", ".join(self.optimizers[i].name for i in claims)
+                raise ValueError(
+                    f"Variable '{variable.path}' is claimed by several optimizers ({names}); "
+                    "each variable must be claimed by at most one predicate."
+                )
+            if claims:
+                assignment[_variable_key(variable)] = claims[0]
+            elif self.default_optimizer is not None:
+                assignment[_variable_key(variable)] = len(self.optimizers) - 1
+            else:
+                warnings.warn(
+                    f"No optimizer claims variable '{variable.path}' and there is no "
+                    "default_optimizer: it will not be trained."
+                )
+        for index in range(len(self.predicates)):
+            if index not in assignment.values():
+                raise ValueError(
+                    f"Optimizer '{self.optimizers[index].name}' claims no variable; "
+                    "check its predicate (e.g. are the binary kernels marked with a "
+                    "kernel quantizer of precision 1?)."
+                )
+        return assignment
+
+    def _split(self, grads, variables):
+        """Per optimizer: the (gradients, variables) it trains."""
+        groups = [([], []) for _ in self.optimizers]
+        for grad, variable in zip(grads, variables):
+            index = self.assignment.get(_variable_key(variable))
+            if index is not None:
+                groups[index][0].append(grad)
+                groups[index][1].append(variable)
+        return groups
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        if self.assignment is None:
+            self.assignment = self._assign(variables)
+        for optimizer, (_, group) in zip(self.optimizers, self._split(variables, variables)):
+            optimizer.build(group)
+
+    # -- applying gradients ----------------------------------------------------------
+
+    def apply(self, grads, trainable_variables=None):
+        if trainable_variables is None:
+            trainable_variables = self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if not self.built:
+            self.build(trainable_variables)
+        grads = list(grads)
+        if self.loss_scale_factor is not None:
+            grads = [g if g is None else g / self.loss_scale_factor for g in grads]
+        for optimizer, (group_grads, group_variables) in zip(
+            self.optimizers, self._split(grads, trainable_variables)
+        ):
+            if group_variables:
+                optimizer.apply(group_grads, group_variables)
+        self._iterations.assign_add(1)
+
+    # -- state, shared with the sub-optimizers ------------------------------------------
+
+    @property
+    def variables(self):
+        variables = list(self._variables)
+        for optimizer in self.optimizers:
+            variables.extend(optimizer.variables)
+        return variables
+
+    @property
+    def learning_rate(self):
+        """The default optimizer's learning rate (what Keras callbacks log and set)."""
+        if self.default_optimizer is None:
+            return self._get_current_learning_rate()
+        return self.default_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if getattr(self, "optimizers", None) and self.default_optimizer is not None:
+            self.default_optimizer.learning_rate = value
+        else:  # during base-class construction, and with no default optimizer
+            keras.optimizers.Optimizer.learning_rate.fset(self, value)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizers": [keras.optimizers.serialize(o) for o in self.optimizers],
+            "has_default_optimizer": self.default_optimizer is not None,
+            "assignment": self.assignment,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        optimizers = [
+            keras.optimizers.deserialize(c, custom_objects=custom_objects)
+            for c in config["optimizers"]
+        ]
+        default = optimizers.pop() if config["has_default_optimizer"] else None
+        assignment = config.get("assignment") or {}
+        # The predicates themselves are not serialized; the saved assignment is.
+        pairs = [(_ClaimsPaths(assignment, i), o) for i, o in enumerate(optimizers)]
+        case = cls(*pairs, default_optimizer=default, name=config["name"])
+        case.assignment = assignment or None
+        return case
+
+
+class _ClaimsPaths:
+    """A predicate reconstructed from a saved assignment: claims the variables whose
+    paths were assigned to optimizer ``index``."""
+
+    def __init__(self, assignment: dict, index: int):
+        self.paths = {path for path, i in assignment.items() if i == index}
+
+    def __call__(self, variable) -> bool:
+        return _variable_key(variable) in self.paths
+
