@@ -1,0 +1,173 @@
+"""Quantized layers: what they compute, how they serialize, what quantized_scope reads."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnno.nn import constraints, context, layers, quantizers
+
+
+def binary(a):
+    return np.where(a >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def test_quant_dense_multiplies_binarized_inputs_by_binarized_kernel():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    layer = layers.QuantDense(
+        3, input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False
+    )
+    y = layer(x).numpy()
+    np.testing.assert_array_equal(y, binary(x) @ binary(layer.kernel.numpy()))
+    # Binary inputs and weights make every output an integer.
+    np.testing.assert_array_equal(y, np.round(y))
+
+
+def test_quant_conv2d_equals_a_plain_convolution_of_quantized_values():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, 5, 3)).astype(np.float32)
+    layer = layers.QuantConv2D(
+        4, 3, padding="same", input_quantizer="ste_sign", kernel_quantizer="ste_sign"
+    )
+    y = layer(x).numpy()
+    expected = tf.nn.conv2d(binary(x), binary(layer.kernel.numpy()), 1, "SAME").numpy()
+    expected += layer.bias.numpy()
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_pad_values_pads_same_convolutions_with_that_value():
+    x = -np.ones((1, 4, 4, 1), np.float32)
+    layer = layers.QuantConv2D(
+        1, 3, strides=2, padding="same", pad_values=1.0, use_bias=False,
+        kernel_initializer="ones",
+    )
+    y = layer(x).numpy()
+    padded = np.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)], constant_values=1.0)  # TF "same"
+    expected = tf.nn.conv2d(padded, np.ones((3, 3, 1, 1), np.float32), 2, "VALID").numpy()
+    np.testing.assert_array_equal(y, expected)
+    assert y.shape == (1, 2, 2, 1)
+    # Each window sums its -1 inputs and +1 pads: 9 inputs; 6 and 3 pads; 4 and 5 pads.
+    np.testing.assert_array_equal(y[0, :, :, 0], [[-9.0, -3.0], [-3.0, 1.0]])
+
+
+def test_quant_depthwise_conv2d_quantizes_its_depthwise_kernel():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1, 4, 4, 2)).astype(np.float32)
+    layer = layers.QuantDepthwiseConv2D(
+        3, padding="valid", input_quantizer="ste_sign", depthwise_quantizer="ste_sign",
+        use_bias=False,
+    )
+    y = layer(x).numpy()
+    expected = tf.nn.depthwise_conv2d(
+        binary(x), binary(layer.kernel.numpy()), [1, 1, 1, 1], "VALID"
+    ).numpy()
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    assert layer.kernel.precision == 1
+
+
+def test_depthwise_refuses_two_names_for_one_quantizer():
+    with pytest.raises(ValueError, match="either depthwise_quantizer or kernel_quantizer"):
+        layers.QuantDepthwiseConv2D(3, depthwise_quantizer="ste_sign", kernel_quantizer="ste_sign")
+
+
+def test_kernels_carry_their_quantizer_precision():
+    dense = layers.QuantDense(2, kernel_quantizer=quantizers.NoOp(precision=1))
+    tern = layers.QuantDense(2, kernel_quantizer="ste_tern")
+    plain = layers.QuantDense(2)
+    for layer in (dense, tern, plain):
+        layer.build((None, 3))
+    assert dense.kernel.precision == 1
+    assert tern.kernel.precision == 2
+    assert getattr(plain.kernel, "precision", None) is None
+    assert getattr(dense.bias, "precision", None) is None
+
+
+def test_weight_clip_is_accepted_by_name():
+    layer = layers.QuantConv2D(2, 3, kernel_constraint="weight_clip")
+    assert isinstance(layer.kernel_constraint, constraints.WeightClip)
+    clipped = layer.kernel_constraint(tf.constant([-3.0, -1.0, 0.25, 1.0, 7.0]))
+    np.testing.assert_array_equal(clipped.numpy(), [-1.0, -1.0, 0.25, 1.0, 1.0])
+    assert constraints.weight_clip(0.5)(tf.constant([2.0])).numpy()[0] == 0.5
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        layers.QuantDense(
+            3, input_quantizer="ste_sign", kernel_quantizer=quantizers.SteSign(0.5),
+            kernel_constraint="weight_clip",
+        ),
+        layers.QuantConv2D(3, 2, input_quantizer="approx_sign", kernel_quantizer="noop",
+                           pad_values=1.0, padding="same"),
+        layers.QuantDepthwiseConv2D(3, depthwise_quantizer="ste_tern"),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_layer_config_round_trips(layer):
+    config = layer.get_config()
+    restored = type(layer).from_config(config)
+    assert restored.get_config() == config
+    assert restored.input_quantizer == layer.input_quantizer
+    assert restored.kernel_quantizer == layer.kernel_quantizer
+
+
+def small_model():
+    inputs = keras.Input((6, 6, 2))
+    x = layers.QuantConv2D(
+        4, 3, kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False
+    )(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Flatten()(x)
+    x = layers.QuantDense(
+        3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+        kernel_constraint="weight_clip",
+    )(x)
+    return keras.Model(inputs, x)
+
+
+def test_model_survives_keras_save_and_load(tmp_path):
+    model = small_model()
+    x = np.random.default_rng(3).normal(size=(5, 6, 6, 2)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert [type(l).__name__ for l in restored.layers] == [type(l).__name__ for l in model.layers]
+    assert restored.layers[1].kernel.precision == 1
+    assert isinstance(restored.layers[1].kernel, layers.QuantizedVariable)
+
+
+def test_quantized_scope_reads_latent_kernels_as_binary():
+    model = small_model()
+    latent = model.get_weights()
+    assert not set(np.unique(latent[0])) <= {-1.0, 1.0}  # latent weights are real
+    with context.quantized_scope():
+        quantized = model.get_weights()
+        assert context.should_quantize()
+    assert not context.should_quantize()
+    for before, after, variable in zip(latent, quantized, model.weights):
+        if isinstance(variable, layers.QuantizedVariable):
+            np.testing.assert_array_equal(after, binary(before))
+        else:
+            np.testing.assert_array_equal(after, before)
+    # Outside the scope, and with quantize=False, the latent weights come back.
+    with context.quantized_scope(False):
+        np.testing.assert_array_equal(model.get_weights()[0], latent[0])
+
+
+def test_save_weights_inside_quantized_scope_writes_binary_weights(tmp_path):
+    model = small_model()
+    with context.quantized_scope():
+        model.save_weights(tmp_path / "binary.weights.h5")
+    other = small_model()
+    other.load_weights(tmp_path / "binary.weights.h5")
+    np.testing.assert_array_equal(other.layers[1].kernel.numpy(), binary(model.layers[1].kernel.numpy()))
+    np.testing.assert_array_equal(other.layers[-1].kernel.numpy(), binary(model.layers[-1].kernel.numpy()))
+
+
+def test_quantized_scope_does_not_change_what_the_model_computes():
+    model = small_model()
+    x = np.random.default_rng(4).normal(size=(2, 6, 6, 2)).astype(np.float32)
+    outside = model(x).numpy()
+    with context.quantized_scope():
+        np.testing.assert_array_equal(model(x).numpy(), outside)

@@ -1,0 +1,295 @@
+"""Bop and CaseOptimizer: hand-computed updates, assignment rules, state, training."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnno.nn import layers, optimizers, quantizers
+from bnno.nn.optimizers import Bop, CaseOptimizer
+
+
+def run_bop(bop, initial, gradients):
+    """Apply ``gradients`` one step each; return (weights, moving average) per step."""
+    variable = keras.Variable(np.array(initial, np.float32))
+    history = []
+    for gradient in gradients:
+        bop.apply_gradients([(tf.constant(gradient, tf.float32), variable)])
+        m = bop._moving_averages[bop._get_variable_index(variable)]
+        history.append((variable.numpy().copy(), m.numpy().copy()))
+    return history
+
+
+def test_bop_flips_exactly_where_the_moving_average_exceeds_the_threshold():
+    # gamma = 0.5, threshold = 0.1
+    # step 1: m = 0.5 * g1 = [.25, .25, -.25, -.05, .15]
+    #         w*m = [.25, -.25, -.25, .05, .15] -> above 0.1 at 0 and 4 -> flip those
+    # step 2: m = m + 0.5 * (g2 - m) = [.375, .375, -.375, -.275, .075]
+    #         w = [-1, -1, 1, -1, -1]; w*m = [-.375, -.375, -.375, .275, -.075] -> flip 3
+    history = run_bop(
+        Bop(threshold=0.1, gamma=0.5),
+        initial=[1, -1, 1, -1, 1],
+        gradients=[[0.5, 0.5, -0.5, -0.1, 0.3], [0.5, 0.5, -0.5, -0.5, 0.0]],
+    )
+    (w1, m1), (w2, m2) = history
+    np.testing.assert_array_equal(w1, [-1, -1, 1, -1, -1])
+    np.testing.assert_allclose(m1, [0.25, 0.25, -0.25, -0.05, 0.15], rtol=1e-6)
+    np.testing.assert_array_equal(w2, [-1, -1, 1, 1, -1])
+    np.testing.assert_allclose(m2, [0.375, 0.375, -0.375, -0.275, 0.075], rtol=1e-6)
+
+
+def test_bop_at_exactly_the_threshold_sets_the_weight_to_plus_one():
+    # w*m - threshold = 0 -> -sign(0) * w = 0 -> sign(0) = +1, as in larq.
+    history = run_bop(Bop(threshold=0.25, gamma=0.5), [1, -1], [[0.5, -0.5]])
+    np.testing.assert_array_equal(history[0][0], [1, 1])
+
+
+def test_bop_follows_a_decaying_gamma_schedule_step_by_step():
+    # gamma = 0.5, 0.25, 0.125 at iterations 0, 1, 2 (staircase halving)
+    gamma = keras.optimizers.schedules.ExponentialDecay(0.5, 1, 0.5, staircase=True)
+    bop = Bop(threshold=0.3, gamma=gamma)
+    # m1 = 0.5 * 0.4 = 0.2; m2 = 0.2 + 0.25 * (1.0 - 0.2) = 0.4; m3 = 0.4 + 0.125 * (0 - 0.4) = 0.35
+    history = run_bop(bop, [1.0], [[0.4], [1.0], [0.0]])
+    np.testing.assert_allclose([m[0] for _, m in history], [0.2, 0.4, 0.35], rtol=1e-6)
+    # w*m: 0.2 < 0.3 keep; 0.4 > 0.3 flip to -1; then -0.35 < 0.3 keep
+    assert [w[0] for w, _ in history] == [1.0, -1.0, -1.0]
+    assert float(bop.iterations) == 3
+    assert float(bop.gamma) == pytest.approx(0.0625)
+
+
+def test_bop_threshold_may_be_a_schedule_too():
+    threshold = keras.optimizers.schedules.PiecewiseConstantDecay([0], [1.0, 0.01])
+    # threshold 1.0 at iteration 0, 0.01 after; m = 0.1 then 0.1
+    history = run_bop(Bop(threshold=threshold, gamma=1.0), [1.0], [[0.1], [0.1]])
+    assert [w[0] for w, _ in history] == [1.0, -1.0]
+
+
+def test_bop_config_round_trips_with_schedules():
+    gamma = keras.optimizers.schedules.PolynomialDecay(1e-4, 1000, 1e-6, power=1.0)
+    bop = Bop(threshold=1e-8, gamma=gamma)
+    restored = Bop.from_config(bop.get_config())
+    assert restored.threshold == 1e-8
+    assert isinstance(restored._learning_rate, keras.optimizers.schedules.PolynomialDecay)
+    assert restored._learning_rate.get_config() == gamma.get_config()
+    assert Bop.from_config(Bop(1e-6, 1e-3).get_config()).get_config()["gamma"] == pytest.approx(1e-3)
+
+
+def two_layer_model():
+    inputs = keras.Input((4,))
+    x = layers.QuantDense(3, kernel_quantizer="noop", use_bias=False, name="binary")(inputs)
+    x = keras.layers.Dense(2, name="real")(x)
+    return keras.Model(inputs, x)
+
+
+def train_steps(model, optimizer, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        x = rng.normal(size=(8, 4)).astype(np.float32)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - 1.0))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def test_case_optimizer_sends_each_variable_to_the_optimizer_that_claims_it():
+    model = two_layer_model()
+    bop, adam = Bop(threshold=0.0, gamma=1.0), keras.optimizers.Adam(0.1)
+    case = CaseOptimizer((Bop.is_binary_variable, bop), default_optimizer=adam)
+    case.build(model.trainable_variables)
+    assert case.assignment == {"binary/kernel": 0, "real/kernel": 1, "real/bias": 1}
+    train_steps(model, case, 3)
+    assert set(np.unique(model.get_layer("binary").kernel.numpy())) <= {-1.0, 1.0}
+    assert [int(case.iterations), int(bop.iterations), int(adam.iterations)] == [3, 3, 3]
+    assert len(case.variables) == len(case._variables) + len(bop.variables) + len(adam.variables)
+    assert float(case.learning_rate) == pytest.approx(0.1)
+    case.learning_rate = 0.05  # e.g. a learning-rate callback
+    assert float(adam.learning_rate) == pytest.approx(0.05)
+
+
+def test_unclaimed_variables_without_a_default_are_not_trained():
+    model = two_layer_model()
+    real_before = [w.numpy().copy() for w in model.get_layer("real").weights]
+    case = CaseOptimizer((Bop.is_binary_variable, Bop(0.0, 1.0)))
+    with pytest.warns(UserWarning) as warned:
+        train_steps(model, case, 2)
+    assert [str(w.message).split("'")[1] for w in warned] == ["real/kernel", "real/bias"]
+    for before, after in zip(real_before, model.get_layer("real").weights):
+        np.testing.assert_array_equal(after.numpy(), before)
+
+
+def test_a_variable_claimed_twice_is_an_error_naming_it():
+    model = two_layer_model()
+    case = CaseOptimizer(
+        (Bop.is_binary_variable, Bop()),
+        (lambda v: "kernel" in v.path, keras.optimizers.SGD()),
+    )
+    with pytest.raises(ValueError, match="Variable 'binary/kernel' is claimed by several"):
+        case.build(model.trainable_variables)
+
+
+def test_an_optimizer_that_claims_nothing_is_an_error():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    case = CaseOptimizer((Bop.is_binary_variable, Bop()), default_optimizer=keras.optimizers.Adam())
+    with pytest.raises(ValueError, match="Optimizer 'Bop' claims no variable"):
+        case.build(model.trainable_variables)
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        (((Bop.is_binary_variable, "adam"),), "optimizer of pair 0 must be a keras"),
+        ((("binary", Bop()),), "predicate of pair 0 must be callable"),
+        ((Bop(),), "argument 0 must be a \\(predicate, optimizer\\) pair"),
+    ],
+)
+def test_malformed_pairs_are_type_errors_saying_which(pairs, message):
+    with pytest.raises(TypeError, match=message):
+        CaseOptimizer(*pairs)
+    with pytest.raises(TypeError, match="default_optimizer must be"):
+        CaseOptimizer(default_optimizer="adam")
+
+
+def make_case():
+    return CaseOptimizer(
+        (Bop.is_binary_variable, Bop(threshold=1e-3, gamma=0.1)),
+        default_optimizer=keras.optimizers.Adam(0.01),
+    )
+
+
+def test_sub_optimizer_state_survives_a_checkpoint(tmp_path):
+    model, case = two_layer_model(), make_case()
+    train_steps(model, case, 3)
+    saved_state = [v.numpy().copy() for v in case.variables]
+    path = tf.train.Checkpoint(model=model, optimizer=case).save(str(tmp_path / "ckpt"))
+    train_steps(model, case, 2, seed=1)  # move on, then restore into fresh objects
+
+    fresh_model, fresh_case = two_layer_model(), make_case()
+    fresh_case.build(fresh_model.trainable_variables)
+    tf.train.Checkpoint(model=fresh_model, optimizer=fresh_case).restore(path).assert_consumed()
+    restored = [v.numpy() for v in fresh_case.variables]
+    assert len(restored) == len(saved_state)
+    for saved, loaded in zip(saved_state, restored):
+        np.testing.assert_array_equal(loaded, saved)
+    assert int(fresh_case.optimizers[0].iterations) == 3
+
+
+def test_fit_learns_a_separable_problem_with_bop_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    # Two classes: noise plus or minus a +-1 template (a margin of 0.6 * 8 standard
+    # deviations along the template), so a good model is right nearly always.
+    template = np.where(rng.normal(size=(8, 8, 1)) >= 0, 1.0, -1.0)
+    y = rng.integers(0, 2, size=1280).astype(np.int32)
+    x = rng.normal(size=(1280, 8, 8, 1)) + 0.6 * (2 * y - 1)[:, None, None, None] * template
+    x = x.astype(np.float32)
+    inputs = keras.Input((8, 8, 1))
+    h = layers.QuantConv2D(8, 3, kernel_quantizer="noop", use_bias=False, padding="same")(inputs)
+    h = keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = keras.layers.Flatten()(h)
+    h = layers.QuantDense(16, input_quantizer="ste_sign", kernel_quantizer="noop", use_bias=False)(h)
+    h = keras.layers.BatchNormalization(momentum=0.9)(h)
+    outputs = keras.layers.Dense(2, activation="softmax")(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=CaseOptimizer(
+            (Bop.is_binary_variable, Bop(threshold=1e-6, gamma=1e-2)),
+            default_optimizer=keras.optimizers.Adam(0.01),
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(x[:1024], y[:1024], batch_size=32, epochs=6, verbose=0)
+    _, accuracy = model.evaluate(x[1024:], y[1024:], verbose=0)
+    assert accuracy >= 0.9, history.history
+    for kernel in (model.layers[1].kernel, model.layers[4].kernel):
+        assert set(np.unique(kernel.numpy())) == {-1.0, 1.0}
+
+    model.save(tmp_path / "bop.keras")
+    restored = keras.saving.load_model(tmp_path / "bop.keras")
+    assert isinstance(restored.optimizer, CaseOptimizer)
+    assert restored.optimizer.assignment == model.optimizer.assignment
+    for ours, theirs in zip(model.optimizer.variables, restored.optimizer.variables):
+        np.testing.assert_array_equal(theirs.numpy(), ours.numpy())
+    np.testing.assert_array_equal(restored.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0))
+    # Training goes on from the restored state exactly as from the original.
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, shuffle=False)
+    restored.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, shuffle=False)
+    for ours, theirs in zip(model.weights, restored.weights):
+        np.testing.assert_allclose(theirs.numpy(), ours.numpy(), atol=1e-6)
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from bnno.nn import layers, optimizers
+
+    def build():
+        keras.utils.set_random_seed(7)
+        inputs = keras.Input((6,))
+        x = layers.QuantDense(8, kernel_quantizer="noop", use_bias=False, name="binary")(inputs)
+        # Synchronized: statistics over the global batch, as on one device.
+        x = keras.layers.BatchNormalization(synchronized=True, name="bn")(x)
+        x = keras.layers.Dense(3, name="logits")(x)
+        model = keras.Model(inputs, x)
+        optimizer = optimizers.CaseOptimizer(
+            (optimizers.Bop.is_binary_variable, optimizers.Bop(threshold=1e-4, gamma=0.1)),
+            default_optimizer=keras.optimizers.Adam(0.01),
+        )
+        optimizer.build(model.trainable_variables)
+        return model, optimizer
+
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(16, 6)).astype("float32"), rng.integers(0, 3, 16)) for _ in range(5)]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+    def train(strategy):
+        with strategy.scope():
+            model, optimizer = build()
+        @tf.function
+        def step(x, y):
+            def replica_step(x, y):
+                with tf.GradientTape() as tape:
+                    per_example = loss_fn(y, model(x, training=True))
+                    loss = tf.nn.compute_average_loss(per_example, global_batch_size=16)
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            strategy.run(replica_step, args=(x, y))
+        for x, y in batches:
+            dataset = tf.data.Dataset.from_tensors((x, y))
+            for dx, dy in strategy.experimental_distribute_dataset(dataset):
+                step(dx, dy)
+        return model, optimizer
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    single, single_opt = train(tf.distribute.get_strategy())
+    multi, multi_opt = train(mirrored)
+    for a, b in zip(single.weights, multi.weights):
+        if a.path.startswith("binary"):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        else:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+    flips = np.sum(single.get_layer("binary").kernel.numpy() != np.sign(build()[0].get_layer("binary").kernel.numpy()))
+    assert flips > 0
+    assert multi_opt.iterations.numpy() == 5 and multi_opt.optimizers[0].iterations.numpy() == 5
+    print("MIRRORED OK", flips)
+    """
+)
+
+
+def test_case_optimizer_under_mirrored_strategy_matches_one_device():
+    # Logical devices must be configured before TensorFlow starts: a fresh process.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MIRRORED OK" in result.stdout
