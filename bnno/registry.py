@@ -8,6 +8,8 @@ match, never with a bare ``KeyError``.
 import difflib
 from typing import Callable, Dict, Generic, Iterator, List, Optional, TypeVar
 
+from bnno.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -17,9 +19,14 @@ def closest_match(name: str, choices: List[str]) -> Optional[str]:
     return matches[0] if matches else None
 
 
-def unknown_choice_message(kind: str, name: str, choices: List[str]) -> str:
-    """One sentence naming the bad ``name``, the valid ``choices`` and the closest."""
-    message = f"Unknown {kind} '{name}'; valid choices are: {', '.join(sorted(choices))}."
+def unknown_choice_message(kind: str, name: str, choices: List[str], where: str = "") -> str:
+    """One sentence naming the bad ``name``, the valid ``choices`` and the closest.
+
+    ``where`` places it, e.g. "for binarynet set 'bop'".
+    """
+    choices = sorted(set(choices))
+    place = f" {where}" if where else ""
+    message = f"Unknown {kind} '{name}'{place}; valid choices are: {', '.join(choices)}."
     match = closest_match(name, choices)
     if match is not None:
         message += f" Did you mean '{match}'?"
@@ -43,11 +50,12 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
-        """The object registered as ``name``; ``ValueError`` with choices if none."""
+        """The object registered as ``name``; ``UsageError`` (a ``ValueError``) naming
+        the choices and the closest one if there is none."""
         try:
             return self._entries[name]
         except KeyError:
-            raise ValueError(unknown_choice_message(self.kind, name, self.names())) from None
+            raise UsageError(unknown_choice_message(self.kind, name, self.names())) from None
 
     def names(self) -> List[str]:
         return sorted(self._entries)
