@@ -1,0 +1,221 @@
+"""The paper's four models: exact parameter counts, which kernels are binary, the
+layers that carry the architecture, and a forward pass that yields probabilities.
+
+The expected counts are those of the paper's original (larq) models, written out as
+literals rather than computed by the code under test.
+"""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from bnno import models
+from bnno.nn import constraints, quantizers
+from bnno.nn.layers import QuantConv2D, QuantDense
+
+HPARAMS = Path(models.__file__).resolve().parent.parent / "hparams"
+IMAGENET = ((224, 224, 3), 1000)
+
+
+def hparams_sets(model: str) -> dict:
+    """The YAML sets of ``model``, each merged over the set it ``extends``."""
+    raw = yaml.safe_load((HPARAMS / f"{model}.yaml").read_text())
+
+    def resolve(name):
+        values = dict(raw[name])
+        parent = values.pop("extends", None)
+        return {**resolve(parent), **values} if parent else values
+
+    return {name: resolve(name) for name in raw}
+
+
+def build(model: str, set_name: str, input_shape, num_classes):
+    return models.get(model)(hparams_sets(model)[set_name], input_shape, num_classes)
+
+
+def binary_params(model: keras.Model) -> int:
+    return sum(
+        int(np.prod(v.shape)) for v in model.weights if getattr(v, "precision", None) == 1
+    )
+
+
+def quantized_layers(model: keras.Model):
+    return [layer for layer in model.layers if isinstance(layer, (QuantConv2D, QuantDense))]
+
+
+EXPECTED_COUNTS = {
+    # model: (input_shape, num_classes, total parameters, binary kernel elements)
+    "binarynet": ((32, 32, 3), 10, 10_363_550, 10_352_000),
+    "binary_alexnet": (*IMAGENET, 61_869_664, 61_827_776),
+    "xnornet": (*IMAGENET, 62_406_432, 58_236_928),
+    "birealnet": (*IMAGENET, 11_699_112, 10_985_472),
+}
+
+
+# Module scope and parametrized: pytest runs every test of one (model, set) before it
+# builds the next, so each ~60M-parameter model is built once and only one is alive.
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("binarynet", "bop"),
+        ("binarynet", "default"),
+        ("binary_alexnet", "bop"),
+        ("binary_alexnet", "adam"),
+        ("xnornet", "bop"),
+        ("xnornet", "adam"),
+        ("birealnet", "bop"),
+        ("birealnet", "adam"),
+    ],
+    ids="-".join,
+)
+def paper_model(request):
+    """(model name, set name, the model built at the paper's input size)."""
+    model, set_name = request.param
+    keras.utils.set_random_seed(1234)
+    built = build(model, set_name, *EXPECTED_COUNTS[model][:2])
+    yield model, set_name, built
+    del built
+    keras.backend.clear_session()
+
+
+def test_all_four_models_are_registered():
+    assert {"binary_alexnet", "binarynet", "birealnet", "xnornet"} <= set(models.names())
+
+
+def test_parameter_counts_match_the_paper(paper_model):
+    model, _, built = paper_model
+    _, _, total, binary = EXPECTED_COUNTS[model]
+    assert built.count_params() == total
+    # Bop's "noop" and the baselines' sign quantizers both mark the kernels binary.
+    assert binary_params(built) == binary
+
+
+def test_quantized_layers_take_the_sets_kernel_quantizer_and_constraint(paper_model):
+    model, set_name, built = paper_model
+    hparams = hparams_sets(model)[set_name]
+    expected_quantizer = quantizers.get(hparams["kernel_quantizer"])
+    for layer in quantized_layers(built):
+        assert layer.kernel_quantizer == expected_quantizer
+        assert layer.kernel.precision == 1
+        assert not layer.use_bias
+        if hparams["kernel_constraint"] == "weight_clip":
+            assert isinstance(layer.kernel_constraint, constraints.WeightClip)
+        else:
+            assert layer.kernel_constraint is None
+
+
+@pytest.mark.parametrize(
+    "model, input_shape, num_quantized",
+    [("binarynet", (32, 32, 3), 9), ("binary_alexnet", (64, 64, 3), 8)],
+)
+def test_only_the_first_quantized_layer_sees_unquantized_inputs(
+    model, input_shape, num_quantized
+):
+    built = build(model, "bop", input_shape, 10)
+    first, *rest = quantized_layers(built)
+    assert first.input_quantizer is None
+    assert len(rest) == num_quantized - 1
+    assert all(layer.input_quantizer == quantizers.SteSign() for layer in rest)
+
+
+def test_binarynet_first_convolution_is_valid_the_rest_same():
+    built = build("binarynet", "bop", (32, 32, 3), 10)
+    convolutions = [layer for layer in built.layers if isinstance(layer, QuantConv2D)]
+    assert [layer.padding for layer in convolutions] == ["valid"] + ["same"] * 5
+    assert [layer.filters for layer in convolutions] == [128, 128, 256, 256, 512, 512]
+    norms = [
+        layer for layer in built.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 9
+    assert all(not norm.scale and norm.momentum == 0.99 for norm in norms)
+
+
+def test_xnornet_regularizes_its_two_full_precision_kernels():
+    built = build("xnornet", "bop", *IMAGENET)
+    assert len(built.losses) == 2
+    full_precision = [
+        layer
+        for layer in built.layers
+        if type(layer) in (keras.layers.Conv2D, keras.layers.Dense)
+    ]
+    assert len(full_precision) == 2
+    expected = sum(5e-7 * np.sum(np.square(layer.kernel.numpy())) for layer in full_precision)
+    np.testing.assert_allclose(sum(float(loss) for loss in built.losses), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("amount", [0.0, None])
+def test_xnornet_without_regularization_has_no_losses(amount):
+    hparams = {**hparams_sets("xnornet")["bop"], "kernel_regularization": amount}
+    if amount is None:
+        del hparams["kernel_regularization"]
+    # 224x224: the 6x6 "valid" convolution needs the full ImageNet resolution.
+    built = models.get("xnornet")(hparams, (224, 224, 3), 10)
+    assert built.losses == []
+
+
+def test_birealnet_has_16_residual_blocks_and_3_projection_shortcuts():
+    built = build("birealnet", "bop", *IMAGENET)
+    layers = built.layers
+    assert sum(isinstance(layer, keras.layers.Add) for layer in layers) == 16
+    assert sum(isinstance(layer, QuantConv2D) for layer in layers) == 16
+    projections = [
+        layer
+        for layer in layers
+        if type(layer) is keras.layers.Conv2D and layer.kernel_size == (1, 1)
+    ]
+    assert [layer.filters for layer in projections] == [128, 256, 512]
+    assert sum(isinstance(layer, keras.layers.AveragePooling2D) for layer in layers) == 3
+    assert all(
+        layer.input_quantizer == quantizers.ApproxSign() for layer in quantized_layers(built)
+    )
+    assert built.output_shape == (None, 1000)
+
+
+@pytest.mark.parametrize(
+    "model, input_shape, num_classes",
+    [
+        ("binarynet", (32, 32, 3), 10),
+        ("binary_alexnet", (64, 64, 3), 10),
+        ("birealnet", (64, 64, 3), 10),
+    ],
+)
+@pytest.mark.parametrize("training", [False, True])
+def test_forward_pass_yields_probabilities(model, input_shape, num_classes, training):
+    built = models.get(model)(hparams_sets(model)["bop"], input_shape, num_classes)
+    images = np.random.default_rng(0).normal(size=(2, *input_shape)).astype(np.float32)
+    probabilities = built(images, training=training).numpy()
+    assert probabilities.shape == (2, num_classes)
+    assert probabilities.dtype == np.float32
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_xnornet_forward_pass_on_imagenet_sized_input():
+    # 224x224: the 6x6 "valid" convolution needs the full ImageNet resolution.
+    built = build("xnornet", "bop", (224, 224, 3), 10)
+    image = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype(np.float32)
+    probabilities = built(image, training=False).numpy()
+    assert probabilities.shape == (1, 10)
+    np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
+
+
+def test_absent_optional_keys_fall_back_to_the_papers_bop_model():
+    built = models.get("birealnet")({}, (64, 64, 3), 10)
+    for layer in quantized_layers(built):
+        assert layer.input_quantizer == quantizers.ApproxSign()
+        assert layer.kernel_quantizer == quantizers.NoOp(precision=1)
+        assert layer.kernel_constraint is None
+
+
+def test_a_model_round_trips_through_keras_saving(tmp_path):
+    built = build("birealnet", "adam", (64, 64, 3), 10)
+    path = tmp_path / "birealnet.keras"
+    built.save(path)
+    loaded = keras.saving.load_model(path)
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        loaded(images, training=False).numpy(), built(images, training=False).numpy(), rtol=1e-6
+    )
