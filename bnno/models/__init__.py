@@ -27,6 +27,22 @@ def option(hparams: dict, key: str, default):
     return None if value is None or str(value).lower() == "none" else value
 
 
+def batch_normalization(**kwargs):
+    """``keras.layers.BatchNormalization``, with its statistics taken over the global
+    batch when training runs on several replicas.
+
+    Per-replica statistics would make a run's result depend on how many GPUs share the
+    batch; synchronized ones make a distributed run equal to a single-device run with
+    the same global batch. On one device the plain layer is kept: Keras' synchronized
+    path computes the moments by another formula.
+    """
+    import keras
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return keras.layers.BatchNormalization(synchronized=replicas > 1, **kwargs)
+
+
 def _import_all():
     for module in _MODULES:
         importlib.import_module(f"bnno.models.{module}")

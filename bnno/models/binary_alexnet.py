@@ -8,7 +8,7 @@ followed by batch normalization; the paper's code
 
 import keras
 
-from bnno.models import MODELS, option
+from bnno.models import MODELS, batch_normalization, option
 from bnno.nn.layers import QuantConv2D, QuantDense
 
 
@@ -43,7 +43,7 @@ def binary_alexnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras
     )
 
     def batch_norm(x):
-        return keras.layers.BatchNormalization(scale=True, momentum=0.9)(x)
+        return batch_normalization(scale=True, momentum=0.9)(x)
 
     def conv_block(x, filters, kernel_size, strides=1, pool=False, first_layer=False):
         x = QuantConv2D(

@@ -8,7 +8,7 @@ rebuilt with bnno's layers.
 
 import keras
 
-from bnno.models import MODELS, option
+from bnno.models import MODELS, batch_normalization, option
 from bnno.nn.layers import QuantConv2D, QuantDense
 
 
@@ -51,7 +51,7 @@ def binarynet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     def batch_norm(x):
         # scale=False: a positive scale cannot change the sign the next layer takes,
         # and the paper keeps Keras' default momentum (0.99).
-        return keras.layers.BatchNormalization(scale=False)(x)
+        return batch_normalization(scale=False)(x)
 
     inputs = keras.Input(input_shape)
     # The first layer sees the image itself: binarizing it would throw away most of

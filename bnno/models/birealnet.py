@@ -8,7 +8,7 @@ the real-valued activations flow past each sign; the paper's code
 
 import keras
 
-from bnno.models import MODELS, option
+from bnno.models import MODELS, batch_normalization, option
 from bnno.nn.layers import QuantConv2D
 
 
@@ -35,7 +35,7 @@ def birealnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     kernel_constraint = option(hparams, "kernel_constraint", None)
 
     def batch_norm(x):
-        return keras.layers.BatchNormalization(momentum=0.8)(x)
+        return batch_normalization(momentum=0.8)(x)
 
     def residual_block(x, double_filters=False, filters=None):
         in_filters = x.shape[-1]

@@ -8,7 +8,7 @@ one); the paper's code ``bnn_optimization/models/xnor.py`` rebuilt with bnno's l
 
 import keras
 
-from bnno.models import MODELS, option
+from bnno.models import MODELS, batch_normalization, option
 from bnno.nn.layers import QuantConv2D
 
 
@@ -49,7 +49,7 @@ def xnornet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
         return keras.regularizers.L2(amount) if amount > 0 else None
 
     def batch_norm(x, epsilon=1e-4):
-        return keras.layers.BatchNormalization(momentum=0.9, scale=True, epsilon=epsilon)(x)
+        return batch_normalization(momentum=0.9, scale=True, epsilon=epsilon)(x)
 
     def max_pool(x):
         # Pool the real-valued sums, before batch norm and the next layer's sign:
