@@ -1,16 +1,273 @@
 """The ``bnno`` command line. Commands parse, call library code and print; no
 training logic lives here. TensorFlow is imported inside commands only, so that
-``bnno --help`` answers at once."""
+``bnno --help`` answers at once.
+
+Library errors become one-sentence messages: ``bnno.errors.UsageError`` exits 2,
+``bnno.errors.RunError`` exits 1; neither prints a traceback.
+"""
+
+import functools
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
 
 import click
 
 from bnno import __version__
+from bnno.errors import RunError, UsageError
+
+LIST_TOPICS = ("models", "hparams", "preprocess", "datasets")
+
+
+def _quiet_tensorflow():
+    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise to users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _reporting_errors(command):
+    """Turn bnno's errors into click's: usage errors exit 2, run errors exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _quiet_tensorflow()
+        try:
+            return command(*args, **kwargs)
+        except UsageError as error:
+            raise click.UsageError(str(error)) from None
+        except RunError as error:
+            raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                "Interrupted. Checkpoints of finished epochs are kept; run the same command "
+                "with the same --output-dir to resume."
+            ) from None
+
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bnno")
 def cli():
-    """bnno: binarized neural networks trained with Bop (Helwegen et al., NeurIPS 2019)."""
+    """bnno: binarized neural networks trained with Bop (Helwegen et al., NeurIPS 2019).
+
+    \b
+    Reproduce the paper, e.g.:
+      bnno train binarynet --dataset cifar10 --hparams-set bop --hparams threshold=1e-6,gamma=1e-3
+      bnno train birealnet --dataset imagenet2012 --hparams-set bop
+    """
+
+
+def _model_name(name: str) -> str:
+    from bnno import models
+
+    return models.canonical(name)
+
+
+def _resolve_hparams(model: str, hparams_set: str, overrides: str):
+    from bnno import hparams
+
+    return hparams.resolve(model, hparams_set, overrides)
+
+
+hparams_set_option = click.option(
+    "--hparams-set", default="default", show_default=True, metavar="SET",
+    help="Named hyperparameter set of the model (see `bnno list hparams`).",
+)
+hparams_option = click.option(
+    "--hparams", "overrides", default="", metavar="K=V,...",
+    help="Override hyperparameters of the set, e.g. threshold=1e-6,gamma=1e-3,epochs=1.",
+)
+dataset_option = click.option(
+    "--dataset", required=True, metavar="DATASET",
+    help="A tensorflow-datasets name (cifar10, cifar10:3.0.2, imagenet2012, mnist) or an "
+    "image folder laid out <split>/<class>/<image>.",
+)
+preprocess_option = click.option(
+    "--preprocess-fn", "preprocess", default="default", show_default=True, metavar="NAME",
+    help="Preprocess function of the data set (see `bnno list preprocess`).",
+)
+image_size_option = click.option(
+    "--image-size", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Resize image-folder images to N x N (needed when their sizes differ).",
+)
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+    help="Where tensorflow-datasets keeps prepared data sets (default: tfds's own).",
+)
+
+
+@cli.command()
+@click.argument("model")
+@dataset_option
+@hparams_set_option
+@hparams_option
+@preprocess_option
+@data_dir_option
+@click.option("--data-cache", default=None, metavar="memory|DIR",
+              help="Cache decoded data in memory or in files under DIR.")
+@image_size_option
+@click.option("--output-dir", "--logdir", "output_dir", type=click.Path(file_okay=False), default=None,
+              metavar="DIR", help="The run's directory; the same directory again resumes the run.")
+@click.option("--output-prefix", default="~/bnno-logs", show_default=True, metavar="DIR",
+              help="Without --output-dir, runs go to PREFIX/<dataset>/<model>/<set>_<timestamp>.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and augmentation.")
+@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True, help="Write TensorBoard events.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Quick run: at most N training (and validation) steps per epoch.")
+@click.option("--strategy", default="auto", show_default=True, metavar="NAME",
+              help="tf.distribute strategy: auto, default, mirrored or multi_worker.")
+@_reporting_errors
+def train(model, dataset, hparams_set, overrides, preprocess, data_dir, data_cache, image_size,
+          output_dir, output_prefix, seed, tensorboard, max_steps, strategy):
+    """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet) on a data set."""
+    from bnno import hparams as hp
+    from bnno import train as training
+
+    model = _model_name(model)
+    resolved = _resolve_hparams(model, hparams_set, overrides)
+    if output_dir is None:
+        output_dir = training.default_output_dir(output_prefix, dataset, model, hparams_set)
+    run = training.Run(
+        model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
+        output_dir=pathlib.Path(output_dir).expanduser(), preprocess=preprocess,
+        overrides=hp.parse_overrides(overrides), data_dir=data_dir, data_cache=data_cache,
+        image_size=image_size, seed=seed, max_steps=max_steps, tensorboard=tensorboard,
+        strategy=strategy, command_line=shlex.join(["bnno", *sys.argv[1:]]),
+    )
+    result = training.train(run, echo=click.echo)
+    last = result["history"][-1] if result["history"] else {}
+    click.echo(
+        f"Finished {result['epochs']} epochs; val_accuracy {last.get('val_accuracy', '?')}; "
+        f"outputs in {run.output_dir}"
+    )
+
+
+@cli.command(name="list")
+@click.argument("topic", required=False, default=None, metavar="[models|hparams|preprocess|datasets]")
+@_reporting_errors
+def list_(topic):
+    """What is registered: models, hyperparameter sets with their values, preprocess
+    functions and data sets."""
+    from bnno.registry import unknown_choice_message
+
+    topics = LIST_TOPICS if topic is None else (topic,)
+    for name in topics:
+        if name not in LIST_TOPICS:
+            raise UsageError(unknown_choice_message("topic", name, list(LIST_TOPICS)))
+    for name in topics:
+        click.echo(f"{name}:")
+        for line in _LISTERS[name]():
+            click.echo(f"  {line}")
+
+
+def _list_models():
+    from bnno import models
+
+    for name in models.names():
+        aliases = [a for a, target in models.ALIASES.items() if target == name]
+        yield name + (f" (also: {', '.join(aliases)})" if aliases else "")
+
+
+def _list_hparams():
+    from bnno import hparams, models
+
+    for model in models.names():
+        for set_name in hparams.set_names(model):
+            values = hparams.load(model, set_name)
+            yield f"{model} {set_name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _list_preprocess():
+    from bnno import data
+
+    for dataset in data.known_datasets():
+        yield f"{dataset}: {', '.join(data.preprocess_names(dataset))}"
+    yield f"other data sets and image folders: {', '.join(data.preprocess_names('mnist'))}"
+
+
+def _list_datasets():
+    from bnno import data
+
+    yield from data.known_datasets()
+    yield "any tensorflow-datasets image-classification name (e.g. mnist, fashion_mnist)"
+    yield "an image folder laid out <split>/<class>/<image> (train plus test or validation)"
+
+
+_LISTERS = {
+    "models": _list_models, "hparams": _list_hparams,
+    "preprocess": _list_preprocess, "datasets": _list_datasets,
+}
+
+
+@cli.command()
+@click.argument("model")
+@dataset_option
+@hparams_set_option
+@hparams_option
+@preprocess_option
+@data_dir_option
+@image_size_option
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the totals.")
+@_reporting_errors
+def summary(model, dataset, hparams_set, overrides, preprocess, data_dir, image_size, as_json):
+    """Per-layer bits, parameters, MACs and memory of MODEL for a data set's input
+    shape and classes (no download needed)."""
+    from bnno import data, models
+    from bnno.nn import summary as bnn_summary
+
+    model = _model_name(model)
+    resolved = _resolve_hparams(model, hparams_set, overrides)
+    input_shape, num_classes = data.describe(
+        dataset, preprocess=preprocess, data_dir=data_dir, image_size=image_size
+    )
+    keras_model = models.build(model, resolved, input_shape, num_classes)
+    result = bnn_summary.summary(keras_model, print_fn=click.echo)
+    if as_json:
+        click.echo(json.dumps(result["totals"]))
+
+
+@cli.command()
+@click.option("--output-dir", "--logdir", "output_dir", required=True,
+              type=click.Path(exists=True, file_okay=False), metavar="DIR", help="A run's directory.")
+@_reporting_errors
+def evaluate(output_dir):
+    """Top-1 and top-5 accuracy on the validation split of a finished or running run."""
+    from bnno import train as training
+
+    results = training.evaluate(output_dir, echo=click.echo)
+    click.echo(
+        f"epoch {results['epoch']}: top-1 {results['accuracy']:.4f}, "
+        f"top-5 {results['top5_accuracy']:.4f}, loss {results['loss']:.4f}"
+    )
+
+
+@cli.command()
+@click.argument("datasets", nargs=-1, required=True)
+@data_dir_option
+@_reporting_errors
+def prepare(datasets, data_dir):
+    """Download and prepare data sets ahead of training (where there is network)."""
+    from bnno import data
+
+    data.prepare(list(datasets), data_dir=data_dir)
+    click.echo(f"Prepared {', '.join(datasets)}" + (f" under {data_dir}" if data_dir else ""))
+
+
+@cli.command()
+@click.option("--logdir", default="~/bnno-logs", show_default=True, metavar="DIR",
+              help="Directory of runs to show.")
+@click.option("--port", type=int, default=6006, show_default=True)
+@_reporting_errors
+def tensorboard(logdir, port):
+    """Start TensorBoard on the runs under DIR."""
+    logdir = os.path.expanduser(logdir)
+    if not os.path.isdir(logdir):
+        raise UsageError(f"There are no runs at {logdir}; pass --logdir with a directory of runs.")
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port)]
+    sys.exit(subprocess.call(command))
 
 
 def main():

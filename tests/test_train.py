@@ -1,0 +1,200 @@
+"""End-to-end training through the command line: outputs, learning, resume, errors."""
+
+import csv
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bnno.cli import cli
+from tests.imagefolders import make_image_folder
+
+TINY_BINARYNET = "filters=8,dense_units=16,epochs=2,batch_size=20"
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("stripes"))
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def history(output_dir):
+    with open(pathlib.Path(output_dir) / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_leaves_everything_a_researcher_needs(stripes, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train", "binarynet", "--dataset", stripes, "--hparams-set", "bop",
+        "--hparams", TINY_BINARYNET, "--output-dir", out,
+    )
+    assert result.exit_code == 0, result.output
+    assert "Finished 2 epochs" in result.output
+    record = yaml.safe_load((out / "hparams.yaml").read_text())
+    assert record["model"] == "binarynet" and record["hparams_set"] == "bop"
+    assert record["hparams"]["filters"] == 8 and record["hparams"]["threshold"] == 1e-6
+    assert record["overrides"]["filters"] == "8"
+    assert record["versions"]["tensorflow"].startswith("2.21")
+    rows = history(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "loss", "accuracy", "top5_accuracy", "val_loss", "val_accuracy", "val_top5_accuracy"}
+    assert (out / "checkpoints" / "checkpoint").exists()
+    assert (out / "model.keras").exists() and (out / "binary.weights.h5").exists()
+    assert "Total params" in (out / "summary.txt").read_text()
+    events = list(out.glob("train/events.out.tfevents.*")) + list(out.glob("validation/events.out.tfevents.*"))
+    assert len(events) >= 2
+
+
+def test_tensorboard_events_hold_the_papers_curves(stripes, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run_cli("train", "binarynet", "--dataset", stripes, "--hparams-set", "bop",
+            "--hparams", TINY_BINARYNET, "--output-dir", out)
+    train_events = EventAccumulator(str(out / "train")).Reload()
+    tags = set(train_events.Tags()["tensors"]) | set(train_events.Tags()["scalars"])
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_top5_accuracy", "epoch_learning_rate",
+                "epoch_gamma", "epoch_flip_ratio"):
+        assert tag in tags, sorted(tags)
+    assert any(tag.startswith("epoch_flip_ratio/") for tag in tags)
+    validation_tags = set(EventAccumulator(str(out / "validation")).Reload().Tags()["tensors"])
+    assert {"epoch_loss", "epoch_accuracy", "epoch_top5_accuracy"} <= validation_tags
+
+
+def test_bop_learns_a_learnable_image_folder(tmp_path):
+    # The paper's bop recipe (threshold 1e-6, gamma 1e-3, Adam 1e-2), shrunk in size.
+    # 30 steps an epoch: BinaryNet's batch norm keeps Keras' momentum 0.99 (as the
+    # paper), so its moving statistics need a few hundred steps before validation.
+    data = make_image_folder(tmp_path / "data", train_per_class=100, validation_per_class=20)
+    out = tmp_path / "learn"
+    result = run_cli(
+        "train", "binarynet", "--dataset", data, "--hparams-set", "bop", "--output-dir", out,
+        "--hparams", "filters=16,dense_units=64,epochs=8,batch_size=10", "--no-tensorboard",
+    )
+    assert result.exit_code == 0, result.output
+    final = history(out)[-1]
+    assert float(final["val_accuracy"]) >= 0.9, history(out)
+
+
+def test_bop_kernels_stay_binary_and_binary_weights_are_exported(stripes, tmp_path):
+    import keras
+
+    from bnno.nn import layers
+
+    out = tmp_path / "run"
+    run_cli("train", "binarynet", "--dataset", stripes, "--hparams-set", "default",
+            "--hparams", TINY_BINARYNET, "--output-dir", out)
+    model = keras.saving.load_model(out / "model.keras")
+    latent = [l.kernel.numpy() for l in model.layers if isinstance(l, layers.QuantConv2D)]
+    assert not set(np.unique(latent[1])) <= {-1.0, 1.0}  # the default set trains latent weights
+    model.load_weights(out / "binary.weights.h5")
+    binary = [l.kernel.numpy() for l in model.layers if isinstance(l, layers.QuantConv2D)]
+    for kernel in binary:
+        assert set(np.unique(kernel)) <= {-1.0, 1.0}
+
+
+def test_a_finished_run_says_so_and_keeps_its_files(stripes, tmp_path):
+    out = tmp_path / "run"
+    args = ("train", "binarynet", "--dataset", stripes, "--hparams-set", "bop",
+            "--hparams", TINY_BINARYNET, "--output-dir", out)
+    run_cli(*args)
+    before = history(out)
+    result = run_cli(*args)
+    assert result.exit_code == 0
+    assert "already finished all 2 epochs" in result.output
+    assert history(out) == before
+
+
+def test_resuming_with_other_hyperparameters_is_refused(stripes, tmp_path):
+    out = tmp_path / "run"
+    run_cli("train", "binarynet", "--dataset", stripes, "--hparams-set", "bop",
+            "--hparams", TINY_BINARYNET, "--output-dir", out)
+    result = CliRunner().invoke(cli, [
+        "train", "binarynet", "--dataset", str(stripes), "--hparams-set", "bop",
+        "--hparams", TINY_BINARYNET + ",gamma=1e-2", "--output-dir", str(out)])
+    assert result.exit_code == 2
+    assert "holds a run with other settings (gamma: 0.001 -> 0.01)" in result.output
+    assert "Traceback" not in result.output
+
+
+def _train_command(stripes, out, epochs):
+    return [
+        sys.executable, "-m", "bnno", "train", "binarynet", "--dataset", str(stripes),
+        "--hparams-set", "bop", "--output-dir", str(out),
+        "--hparams", f"filters=8,dense_units=16,epochs={epochs},batch_size=20",
+    ]
+
+
+def test_a_killed_run_resumes_to_the_same_result_without_losing_an_epoch(stripes, tmp_path):
+    env = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    subprocess.run(_train_command(stripes, whole, 3), env=env, check=True, capture_output=True)
+
+    process = subprocess.Popen(_train_command(stripes, resumed, 3), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_checkpoint = resumed / "checkpoints" / "ckpt-1.index"
+    deadline = time.time() + 240
+    while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first_checkpoint.exists()
+    assert not (resumed / "model.keras").exists()  # it really was killed mid-run
+
+    result = subprocess.run(_train_command(stripes, resumed, 3), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Resuming after epoch" in result.stdout
+    assert [r["epoch"] for r in history(resumed)] == ["1", "2", "3"]
+    for a, b in zip(history(whole), history(resumed)):
+        assert a == b  # the same losses and accuracies, epoch for epoch
+    import keras
+
+    whole_model = keras.saving.load_model(whole / "model.keras")
+    resumed_model = keras.saving.load_model(resumed / "model.keras")
+    for a, b in zip(whole_model.weights, resumed_model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(whole_model.optimizer.variables, resumed_model.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(stripes, tmp_path):
+    # Epoch 1 trains normally; from epoch 2 on the learning rate is infinite.
+    out = tmp_path / "nan"
+    result = CliRunner().invoke(cli, [
+        "train", "binarynet", "--dataset", str(stripes), "--hparams-set", "default",
+        "--output-dir", str(out), "--hparams",
+        # lr * inf ** floor(epoch): inf ** 0 = 1 in epoch 1, infinite from epoch 2.
+        "filters=8,dense_units=16,epochs=3,batch_size=20,learning_rate_decay=step,"
+        "learning_rate_decay_factor=.inf,learning_rate_decay_epochs=1",
+    ])
+    assert result.exit_code == 1, result.output
+    assert "The loss became nan at epoch 2, step 2, so training stopped; the last good " \
+        "checkpoint (epoch 1) is kept in" in result.output
+    assert "Traceback" not in result.output
+    assert [r["epoch"] for r in history(out)] == ["1"]
+    assert (out / "checkpoints" / "ckpt-1.index").exists()
+    assert not (out / "checkpoints" / "ckpt-2.index").exists()
+    assert not (out / "model.keras").exists()
+
+
+def test_evaluate_reports_top1_and_top5_of_a_run(stripes, tmp_path):
+    out = tmp_path / "run"
+    run_cli("train", "binarynet", "--dataset", stripes, "--hparams-set", "bop",
+            "--hparams", TINY_BINARYNET, "--output-dir", out)
+    result = run_cli("evaluate", "--output-dir", out)
+    assert result.exit_code == 0, result.output
+    last = history(out)[-1]
+    assert f"epoch 2: top-1 {float(last['val_accuracy']):.4f}" in result.output
+    assert "top-5 1.0000" in result.output  # three classes: the true one is always in the top 5
