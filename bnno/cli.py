@@ -119,9 +119,14 @@ data_dir_option = click.option(
               help="Quick run: at most N training (and validation) steps per epoch.")
 @click.option("--strategy", default="auto", show_default=True, metavar="NAME",
               help="tf.distribute strategy: auto, default, mirrored or multi_worker.")
+@click.option("--mixed-precision/--no-mixed-precision", default=False, show_default=True,
+              help="Compute in float16 on GPUs (bfloat16 elsewhere); weights stay float32.")
+@click.option("--jit-compile/--no-jit-compile", default=False, show_default=True,
+              help="Compile the training step with XLA.")
 @_reporting_errors
 def train(model, dataset, hparams_set, overrides, preprocess, data_dir, data_cache, image_size,
-          output_dir, output_prefix, seed, tensorboard, max_steps, strategy):
+          output_dir, output_prefix, seed, tensorboard, max_steps, strategy, mixed_precision,
+          jit_compile):
     """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet) on a data set."""
     from bnno import hparams as hp
     from bnno import train as training
@@ -135,7 +140,8 @@ def train(model, dataset, hparams_set, overrides, preprocess, data_dir, data_cac
         output_dir=pathlib.Path(output_dir).expanduser(), preprocess=preprocess,
         overrides=hp.parse_overrides(overrides), data_dir=data_dir, data_cache=data_cache,
         image_size=image_size, seed=seed, max_steps=max_steps, tensorboard=tensorboard,
-        strategy=strategy, command_line=shlex.join(["bnno", *sys.argv[1:]]),
+        strategy=strategy, mixed_precision=mixed_precision, jit_compile=jit_compile,
+        command_line=shlex.join(["bnno", *sys.argv[1:]]),
     )
     result = training.train(run, echo=click.echo)
     last = result["history"][-1] if result["history"] else {}

@@ -173,6 +173,11 @@ class History:
 # --- the loop ------------------------------------------------------------------------
 
 
+def _op_determinism_enabled() -> bool:
+    """Whether TF_DETERMINISTIC_OPS asks TensorFlow for deterministic kernels."""
+    return os.environ.get("TF_DETERMINISTIC_OPS", "").strip().lower() in ("1", "true")
+
+
 def _mixed_precision_policy() -> str:
     """float16 where GPUs have fast float16 math; bfloat16 elsewhere (CPUs, TPUs)."""
     import tensorflow as tf
@@ -194,6 +199,11 @@ class Trainer:
         from bnno.nn import metrics as bnn_metrics
 
         self.run, self.tf = run, tf
+        if run.jit_compile and _op_determinism_enabled():
+            raise UsageError(
+                "--jit-compile cannot be used with TF_DETERMINISTIC_OPS=1: XLA has no "
+                "deterministic kernels for some gradients (max pooling); drop one of them."
+            )
         # The strategy comes first: multi-worker collectives must be set up before
         # any other TensorFlow work.
         self.strategy = distribute.strategy(run.strategy, echo=echo)

@@ -114,3 +114,28 @@ def test_a_model_too_deep_for_the_images_is_a_usage_error():
     assert result.exit_code == 2, result.output
     assert "Model xnornet cannot be built for images of shape (32, 32, 3)" in result.output
     assert "Traceback" not in result.output
+
+
+def test_no_network_answers_at_once_with_what_to_do(tmp_path, monkeypatch):
+    from bnno.data import network
+
+    monkeypatch.setattr(network, "can_reach", lambda *args, **kwargs: False)
+    result = invoke("train", "binarynet", "--dataset", "cifar10", "--hparams-set", "bop",
+                    "--data-dir", tmp_path / "tfds")
+    assert result.exit_code == 1, result.output
+    assert "is not prepared under" in result.output
+    assert "bnno prepare cifar10 --data-dir" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_prepare_checks_an_image_folder(tmp_path):
+    root = make_image_folder(tmp_path / "data", train_per_class=2, validation_per_class=1)
+    result = invoke("prepare", root)
+    assert result.exit_code == 0, result.output
+    assert f"Prepared {root}" in result.output
+
+
+def test_tensorboard_without_runs_says_where_it_looked(tmp_path):
+    result = invoke("tensorboard", "--logdir", tmp_path / "none")
+    assert result.exit_code == 2
+    assert f"There are no runs at {tmp_path / 'none'}" in result.output
