@@ -28,19 +28,21 @@ def option(hparams: dict, key: str, default):
 
 
 def batch_normalization(**kwargs):
-    """``keras.layers.BatchNormalization``, with its statistics taken over the global
-    batch when training runs on several replicas.
+    """Batch normalization (``bnno.nn.layers.BatchNormalization``: Keras' layer on
+    TensorFlow's fused kernel), with its statistics taken over the global batch when
+    training runs on several replicas.
 
     Per-replica statistics would make a run's result depend on how many GPUs share the
     batch; synchronized ones make a distributed run equal to a single-device run with
     the same global batch. On one device the plain layer is kept: Keras' synchronized
     path computes the moments by another formula.
     """
-    import keras
     import tensorflow as tf
 
+    from bnno.nn.layers import BatchNormalization
+
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return keras.layers.BatchNormalization(synchronized=replicas > 1, **kwargs)
+    return BatchNormalization(synchronized=replicas > 1, **kwargs)
 
 
 def _import_all():

@@ -171,3 +171,51 @@ def test_quantized_scope_does_not_change_what_the_model_computes():
     outside = model(x).numpy()
     with context.quantized_scope():
         np.testing.assert_array_equal(model(x).numpy(), outside)
+
+
+@pytest.mark.parametrize(
+    "shape, arguments",
+    [
+        ((8, 5, 5, 6), {}),
+        ((8, 6), {"scale": False}),
+        ((4, 3, 3, 2), {"center": False, "momentum": 0.8, "epsilon": 1e-4}),
+    ],
+)
+def test_fused_batch_normalization_computes_what_keras_computes(shape, arguments):
+    x = tf.constant(np.random.default_rng(0).normal(2, 3, size=shape).astype(np.float32))
+    reference, fused = keras.layers.BatchNormalization(**arguments), layers.BatchNormalization(**arguments)
+    reference.build(shape)
+    fused.build(shape)
+    fused.set_weights(reference.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_reference, y_fused = reference(x, training=True), fused(x, training=True)
+        loss_reference = tf.reduce_sum(y_reference * tf.cos(y_reference))
+        loss_fused = tf.reduce_sum(y_fused * tf.cos(y_fused))
+    np.testing.assert_allclose(y_fused, y_reference, atol=1e-5)
+    for ours, theirs in zip(
+        tape.gradient(loss_fused, [x, *fused.trainable_weights]),
+        tape.gradient(loss_reference, [x, *reference.trainable_weights]),
+    ):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    # Keras 3's moving statistics: the biased batch variance, averaged with momentum.
+    for ours, theirs in zip(fused.non_trainable_weights, reference.non_trainable_weights):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fused(x, training=False), reference(x, training=False), atol=1e-5)
+
+
+def test_fused_batch_normalization_falls_back_to_keras_where_it_cannot_fuse():
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 3, 4)).astype(np.float32))
+    reference, fused = keras.layers.BatchNormalization(), layers.BatchNormalization()
+    np.testing.assert_allclose(fused(x, training=True), reference(x, training=True), atol=1e-6)
+    assert not fused._fusable(x, None)  # rank 3
+    assert not layers.BatchNormalization(synchronized=True)._fusable(tf.zeros((2, 4)), None)
+
+
+def test_fused_batch_normalization_round_trips_through_save(tmp_path):
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, layers.BatchNormalization(momentum=0.9, scale=False)(inputs))
+    model.save(tmp_path / "bn.keras")
+    restored = keras.saving.load_model(tmp_path / "bn.keras")
+    assert type(restored.layers[1]) is layers.BatchNormalization
+    assert restored.layers[1].get_config() == model.layers[1].get_config()
