@@ -1,7 +1,8 @@
 """The choice of tf.distribute strategy, made in one place.
 
 - ``default``: one device.
-- ``mirrored``: ``MirroredStrategy`` over the GPUs of this machine.
+- ``mirrored``: ``MirroredStrategy`` over the GPUs of this machine (over its logical
+  CPUs when it has no GPU but several logical CPUs are configured).
 - ``multi_worker``: ``MultiWorkerMirroredStrategy`` over several processes (hosts),
   described by ``TF_CONFIG`` or, when Slurm launched the tasks, by Slurm's own
   environment (``SlurmClusterResolver``).
@@ -66,13 +67,22 @@ def strategy(name: str = "auto", echo=print):
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         chosen = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     elif name == "mirrored":
-        chosen = tf.distribute.MirroredStrategy()
+        chosen = tf.distribute.MirroredStrategy(_mirrored_devices(tf))
     else:
         chosen = tf.distribute.get_strategy()
     replicas = chosen.num_replicas_in_sync
     if is_chief(chosen):
         echo(f"Strategy: {name} ({replicas} replica{'s' if replicas != 1 else ''})")
     return chosen
+
+
+def _mirrored_devices(tf):
+    """The GPUs (``None``: MirroredStrategy's own choice), or, on a machine without
+    GPUs that was given several logical CPUs, those CPUs."""
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    cpus = tf.config.list_logical_devices("CPU")
+    return [cpu.name for cpu in cpus] if len(cpus) > 1 else None
 
 
 def is_chief(strategy) -> bool:

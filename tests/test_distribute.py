@@ -1,0 +1,221 @@
+"""Distribution: the choice of strategy, and training on several replicas and workers.
+
+Several replicas and workers run in fresh processes: logical CPU devices must be set
+up before TensorFlow starts, and each worker of a cluster is its own process.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+
+from bnno import distribute
+from bnno.errors import UsageError
+from tests.imagefolders import make_image_folder
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    for name in ("TF_CONFIG", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_auto_is_one_device_without_gpus_or_cluster(no_cluster):
+    assert distribute.choose("auto") == "default"
+    assert distribute.choose("mirrored") == "mirrored"
+
+
+def test_auto_is_multi_worker_when_tf_config_names_several_workers(no_cluster):
+    cluster = {"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}
+    no_cluster.setenv("TF_CONFIG", json.dumps(cluster))
+    assert distribute.cluster_source() == "tf_config"
+    assert distribute.choose("auto") == "multi_worker"
+
+
+def test_auto_is_multi_worker_when_slurm_started_several_tasks(no_cluster):
+    no_cluster.setenv("SLURM_PROCID", "1")
+    no_cluster.setenv("SLURM_NTASKS", "4")
+    assert distribute.cluster_source() == "slurm"
+    assert distribute.choose("auto") == "multi_worker"
+    no_cluster.setenv("SLURM_NTASKS", "1")  # one task: not a cluster
+    assert distribute.choose("auto") == "default"
+
+
+def test_bad_strategy_and_bad_tf_config_are_usage_errors(no_cluster):
+    with pytest.raises(UsageError, match="Did you mean 'multi_worker'"):
+        distribute.choose("multiworker")
+    no_cluster.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(UsageError, match="TF_CONFIG environment variable is not valid JSON"):
+        distribute.choose("auto")
+
+
+def fake_strategy(task_type, task_id=0, cluster=None):
+    resolver = types.SimpleNamespace(
+        task_type=task_type, task_id=task_id,
+        cluster_spec=lambda: types.SimpleNamespace(as_dict=lambda: cluster or {"worker": ["a", "b"]}),
+    )
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_the_chief_is_the_chief_or_else_worker_zero():
+    assert distribute.is_chief(types.SimpleNamespace())  # one process
+    assert distribute.is_chief(fake_strategy(None))
+    assert distribute.is_chief(fake_strategy("worker", 0))
+    assert not distribute.is_chief(fake_strategy("worker", 1))
+    assert distribute.is_chief(fake_strategy("chief", 0, {"chief": ["a"], "worker": ["b"]}))
+    assert not distribute.is_chief(fake_strategy("worker", 0, {"chief": ["a"], "worker": ["b"]}))
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("stripes"), train_per_class=20, validation_per_class=4)
+
+
+MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent(
+    """
+    import json, pathlib, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from bnno import hparams, train
+    import bnno.nn  # noqa
+
+    data, out = sys.argv[1], pathlib.Path(sys.argv[2])
+    h = hparams.resolve("binarynet", "bop", "filters=8,dense_units=16,epochs=2,batch_size=20")
+    histories = {}
+    for strategy in ("default", "mirrored"):
+        run = train.Run(model="binarynet", dataset=data, hparams_set="bop", hparams=h,
+                        output_dir=out / strategy, strategy=strategy, verbose=0, tensorboard=False)
+        histories[strategy] = train.train(run)["history"]
+    one = keras.saving.load_model(out / "default" / "model.keras")
+    two = keras.saving.load_model(out / "mirrored" / "model.keras")
+    binary = identical = 0
+    for a, b in zip(one.weights, two.weights):
+        if getattr(a, "precision", None) == 1:
+            binary += 1
+            identical += int(np.array_equal(a.numpy(), b.numpy()))
+        else:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, err_msg=a.path)
+    print(json.dumps({"binary": binary, "identical": identical, "histories": histories}))
+    """
+)
+
+
+def test_two_replicas_train_like_one_device_with_the_same_global_batch(stripes, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_DETERMINISTIC_OPS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_AGAINST_ONE_DEVICE, str(stripes), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["binary"] == 9
+    assert report["identical"] == 9  # every Bop kernel flipped exactly alike
+    one, two = report["histories"]["default"], report["histories"]["mirrored"]
+    for row_one, row_two in zip(one, two):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert float(row_one[key]) == pytest.approx(float(row_two[key]), rel=1e-3, abs=1e-4)
+
+
+WORKER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import tensorflow as tf
+    from bnno import train
+
+    # Test instrumentation: keep each worker's final weights, and optionally die
+    # (SIGKILL) right after the first checkpoint, as a preempted job would.
+    weights_file, die_after_first = sys.argv[1], sys.argv[2] == "die"
+    export = train._export
+    def export_and_keep_weights(trainer):
+        np.savez(weights_file, *[w.numpy() for w in trainer.model.weights])
+        export(trainer)
+    train._export = export_and_keep_weights
+    if die_after_first:
+        save = tf.train.CheckpointManager.save
+        def save_then_die(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+        tf.train.CheckpointManager.save = save_then_die
+    from bnno.cli import main
+    sys.argv = ["bnno", *sys.argv[3:]]
+    main()
+    """
+)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_workers(stripes, out, tmp_path, die):
+    ports = free_ports(2)
+    workers = [f"localhost:{port}" for port in ports]
+    processes = []
+    for index in range(2):
+        env = {
+            **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        }
+        env.pop("TF_DETERMINISTIC_OPS", None)  # collectives have no deterministic kernels
+        command = [
+            sys.executable, "-c", WORKER, str(tmp_path / f"weights{index}.npz"), "die" if die else "live",
+            "train", "binarynet", "--dataset", str(stripes), "--hparams-set", "bop",
+            "--hparams", "filters=8,dense_units=16,epochs=2,batch_size=20", "--output-dir", str(out),
+        ]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for process in processes:
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            raise
+        results.append((process.returncode, stdout, stderr))
+    return results
+
+
+def test_two_workers_train_alike_only_the_chief_writes_and_a_killed_cluster_resumes(stripes, tmp_path):
+    out = tmp_path / "run"
+    killed = run_workers(stripes, out, tmp_path, die=True)
+    assert [code for code, _, _ in killed] == [-signal.SIGKILL] * 2, [e[-1500:] for _, _, e in killed]
+    assert (out / "checkpoints" / "ckpt-1.index").exists()
+    assert not (out / "model.keras").exists()
+
+    finished = run_workers(stripes, out, tmp_path, die=False)
+    for code, stdout, stderr in finished:
+        assert code == 0, stderr[-3000:]
+    chief_output, worker_output = finished[0][1], finished[1][1]
+    assert "Strategy: multi_worker (2 replicas)" in chief_output
+    assert "Resuming after epoch 1 of 2." in chief_output
+    assert "Strategy" not in worker_output  # only the chief reports
+    weights = [np.load(tmp_path / f"weights{i}.npz") for i in range(2)]
+    assert len(weights[0].files) == len(weights[1].files) > 0
+    for name in weights[0].files:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name])
+
+    # Exactly the chief's files, each epoch once in the history.
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([
+        "binary.weights.h5", "checkpoints", "history.csv", "hparams.yaml", "model.keras",
+        "summary.txt", "train", "validation",
+    ])
+    rows = (out / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2"]
