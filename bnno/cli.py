@@ -236,6 +236,51 @@ def summary(model, dataset, hparams_set, overrides, preprocess, data_dir, image_
 
 
 @cli.command()
+@click.argument("model")
+@hparams_set_option
+@hparams_option
+@click.option("--dataset", default=None, metavar="DATASET",
+              help="Whose input shape and classes to use (default: cifar10 for binarynet, "
+              "imagenet2012 for the others); no download needed.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="B",
+              help="Global batch (default: the set's batch_size).")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed training steps, after the warm-up.")
+@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Untimed first steps (tracing and compilation).")
+@click.option("--pipeline", is_flag=True, help="Also time the input pipeline.")
+@preprocess_option
+@click.option("--strategy", default="auto", show_default=True, metavar="NAME",
+              help="tf.distribute strategy: auto, default, mirrored or multi_worker.")
+@click.option("--mixed-precision/--no-mixed-precision", default=False, show_default=True)
+@click.option("--jit-compile/--no-jit-compile", default=False, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
+@_reporting_errors
+def benchmark(model, hparams_set, overrides, dataset, batch_size, steps, warmup, pipeline,
+              preprocess, strategy, mixed_precision, jit_compile, as_json):
+    """Training images per second of MODEL on synthetic in-memory data (and, with
+    --pipeline, of the input pipeline)."""
+    from bnno import benchmark as bench
+
+    model = _model_name(model)
+    resolved = _resolve_hparams(model, hparams_set, overrides)
+    result = bench.benchmark(
+        model, hparams_set, resolved, dataset=dataset, batch_size=batch_size, steps=steps,
+        warmup=warmup, pipeline=pipeline, preprocess=preprocess, strategy=strategy,
+        mixed_precision=mixed_precision, jit_compile=jit_compile, echo=click.echo,
+    )
+    click.echo(
+        f"{model} ({hparams_set}), batch {result['batch_size']}: "
+        f"{result['images_per_second']:.1f} images/s training "
+        f"(median step {result['step_seconds_median'] * 1000:.0f} ms over {steps} steps)"
+    )
+    if pipeline:
+        click.echo(f"input pipeline ({result['preprocess']}): {result['pipeline_images_per_second']:.1f} images/s")
+    if as_json:
+        click.echo(json.dumps(result))
+
+
+@cli.command()
 @click.option("--output-dir", "--logdir", "output_dir", required=True,
               type=click.Path(exists=True, file_okay=False), metavar="DIR", help="A run's directory.")
 @_reporting_errors

@@ -192,10 +192,13 @@ class Trainer:
     directory, the others write their (required) checkpoint copies to a temporary one.
     """
 
-    def __init__(self, run: Run, echo=print):
+    def __init__(self, run: Run, echo=print, data=None):
+        """``data`` replaces ``bnno.data.load(run.dataset, ...)``, e.g. with synthetic
+        batches for a benchmark."""
         import tensorflow as tf
 
-        from bnno import data, distribute, models, recipe
+        from bnno import data as data_lib
+        from bnno import distribute, models, recipe
         from bnno.nn import metrics as bnn_metrics
 
         self.run, self.tf = run, tf
@@ -217,7 +220,7 @@ class Trainer:
                 f"batch_size {self.batch_size} cannot be shared evenly by {replicas} replicas; "
                 f"use a multiple of {replicas}."
             )
-        self.data = data.load(
+        self.data = data or data_lib.load(
             run.dataset, preprocess=run.preprocess, data_dir=run.data_dir,
             cache=run.data_cache, image_size=run.image_size,
         )
