@@ -46,7 +46,7 @@ def binarynet(input_shape=(32, 32, 3), num_classes=10, filters=128, dense_units=
         lq.layers.QuantDense(dense_units, **kw), layers.BatchNormalization(scale=False),
         lq.layers.QuantDense(dense_units, **kw), layers.BatchNormalization(scale=False),
         lq.layers.QuantDense(num_classes, **kw), layers.BatchNormalization(scale=False),
-        layers.Activation("softmax"),
+        layers.Activation("softmax", dtype="float32"),
     ])
 
 
@@ -69,8 +69,13 @@ def main():
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="mixed_bfloat16 (mixed_float16 on GPUs), like bnno's flag")
     args = parser.parse_args()
 
+    if args.mixed_precision:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+        tf.keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
     tf.keras.utils.set_random_seed(0)
     model = binarynet()
     model.compile(
@@ -91,6 +96,7 @@ def main():
     result = {
         "library": f"larq {lq.__version__}, tf-keras {tf_keras.__version__}, tensorflow {tf.__version__}",
         "batch_size": args.batch_size, "steps": len(timer.seconds),
+        "precision": tf.keras.mixed_precision.global_policy().name,
         "images_per_second": args.batch_size * len(timer.seconds) / sum(timer.seconds),
         "step_seconds_median": float(np.median(timer.seconds)),
     }

@@ -93,6 +93,18 @@ image_size_option = click.option(
     "--image-size", type=click.IntRange(min=1), default=None, metavar="N",
     help="Resize image-folder images to N x N (needed when their sizes differ).",
 )
+strategy_option = click.option(
+    "--strategy", default="auto", show_default=True, metavar="NAME",
+    help="tf.distribute strategy: auto, default, mirrored or multi_worker.",
+)
+mixed_precision_option = click.option(
+    "--mixed-precision/--no-mixed-precision", default=False, show_default=True,
+    help="Compute in float16 on GPUs (bfloat16 elsewhere); weights stay float32.",
+)
+jit_compile_option = click.option(
+    "--jit-compile/--no-jit-compile", default=False, show_default=True,
+    help="Compile the training step with XLA.",
+)
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
     help="Where tensorflow-datasets keeps prepared data sets (default: tfds's own).",
@@ -117,12 +129,9 @@ data_dir_option = click.option(
 @click.option("--tensorboard/--no-tensorboard", default=True, show_default=True, help="Write TensorBoard events.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Quick run: at most N training (and validation) steps per epoch.")
-@click.option("--strategy", default="auto", show_default=True, metavar="NAME",
-              help="tf.distribute strategy: auto, default, mirrored or multi_worker.")
-@click.option("--mixed-precision/--no-mixed-precision", default=False, show_default=True,
-              help="Compute in float16 on GPUs (bfloat16 elsewhere); weights stay float32.")
-@click.option("--jit-compile/--no-jit-compile", default=False, show_default=True,
-              help="Compile the training step with XLA.")
+@strategy_option
+@mixed_precision_option
+@jit_compile_option
 @_reporting_errors
 def train(model, dataset, hparams_set, overrides, preprocess, data_dir, data_cache, image_size,
           output_dir, output_prefix, seed, tensorboard, max_steps, strategy, mixed_precision,
@@ -250,10 +259,9 @@ def summary(model, dataset, hparams_set, overrides, preprocess, data_dir, image_
               help="Untimed first steps (tracing and compilation).")
 @click.option("--pipeline", is_flag=True, help="Also time the input pipeline.")
 @preprocess_option
-@click.option("--strategy", default="auto", show_default=True, metavar="NAME",
-              help="tf.distribute strategy: auto, default, mirrored or multi_worker.")
-@click.option("--mixed-precision/--no-mixed-precision", default=False, show_default=True)
-@click.option("--jit-compile/--no-jit-compile", default=False, show_default=True)
+@strategy_option
+@mixed_precision_option
+@jit_compile_option
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 @_reporting_errors
 def benchmark(model, hparams_set, overrides, dataset, batch_size, steps, warmup, pipeline,
