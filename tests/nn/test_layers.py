@@ -219,3 +219,17 @@ def test_fused_batch_normalization_round_trips_through_save(tmp_path):
     restored = keras.saving.load_model(tmp_path / "bn.keras")
     assert type(restored.layers[1]) is layers.BatchNormalization
     assert restored.layers[1].get_config() == model.layers[1].get_config()
+
+
+def test_fused_batch_normalization_takes_bfloat16_inputs_with_float32_statistics():
+    x32 = np.random.default_rng(2).normal(1, 2, size=(16, 4, 4, 3)).astype(np.float32)
+    x16 = tf.cast(x32, tf.bfloat16)
+    reference = keras.layers.BatchNormalization(momentum=0.5)
+    fused = layers.BatchNormalization(momentum=0.5, dtype="mixed_bfloat16")
+    expected = reference(tf.cast(x16, tf.float32), training=True)
+    y = fused(x16, training=True)
+    assert y.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y, tf.float32), expected, atol=0.05)  # bfloat16 precision
+    assert fused.moving_mean.dtype == "float32"
+    np.testing.assert_allclose(fused.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), reference.moving_variance.numpy(), rtol=1e-5)
