@@ -212,7 +212,6 @@ class Trainer:
         self.strategy = distribute.strategy(run.strategy, echo=echo)
         self.is_chief = distribute.is_chief(self.strategy)
         self.echo = echo if self.is_chief else (lambda *args, **kwargs: None)
-        self.write_dir = run.output_dir if self.is_chief else pathlib.Path(tempfile.mkdtemp(prefix="bnno-worker-"))
         replicas = self.strategy.num_replicas_in_sync
         self.batch_size = run.hparams["batch_size"]
         if self.batch_size % replicas:
@@ -232,6 +231,8 @@ class Trainer:
             )
         if run.max_steps:
             self.steps_per_epoch = min(self.steps_per_epoch, run.max_steps)
+
+        self.write_dir = run.output_dir if self.is_chief else pathlib.Path(tempfile.mkdtemp(prefix="bnno-worker-"))
 
         import keras
 
@@ -272,6 +273,9 @@ class Trainer:
         topk = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, self.top_k), tf.float32))
         return tf.stack([top1, topk, tf.cast(tf.shape(labels)[0], tf.float32)])
 
+    def _sum_over_replicas(self, value):
+        return self.strategy.reduce(self.tf.distribute.ReduceOp.SUM, value, axis=None)
+
     def _make_train_step(self):
         import keras
 
@@ -297,8 +301,7 @@ class Trainer:
         def train_step(images, labels):
             loss, tally = self.strategy.run(replica_step, args=(images, labels))
             self.flip_ratios.update_state()
-            reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
-            return reduce(loss), reduce(tally)
+            return self._sum_over_replicas(loss), self._sum_over_replicas(tally)
 
         return train_step
 
@@ -315,8 +318,7 @@ class Trainer:
         @tf.function
         def eval_step(images, labels):
             loss, tally = self.strategy.run(replica_step, args=(images, labels))
-            reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
-            return reduce(loss), reduce(tally)
+            return self._sum_over_replicas(loss), self._sum_over_replicas(tally)
 
         return eval_step
 
