@@ -60,14 +60,9 @@ def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_cl
             mixed_precision=mixed_precision, jit_compile=jit_compile, verbose=0,
         )
         data = _OneBatch(input_shape, num_classes, batch_size, warmup + steps, seed=0)
-        import keras
-
-        policy = keras.mixed_precision.global_policy()
-        try:
+        with training.restoring_precision_policy():
             trainer = training.Trainer(run, echo=echo, data=data)
             step_seconds = _time_steps(trainer, warmup)
-        finally:
-            keras.mixed_precision.set_global_policy(policy)
     total = sum(step_seconds)
     return {
         "images_per_second": batch_size * len(step_seconds) / total,

@@ -14,6 +14,7 @@ epoch), and at the end ``model.keras`` and ``binary.weights.h5`` (the weights in
 after the last finished epoch; nothing already written is removed.
 """
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -176,6 +177,25 @@ class History:
 def _op_determinism_enabled() -> bool:
     """Whether TF_DETERMINISTIC_OPS asks TensorFlow for deterministic kernels."""
     return os.environ.get("TF_DETERMINISTIC_OPS", "").strip().lower() in ("1", "true")
+
+
+@contextlib.contextmanager
+def restoring_precision_policy():
+    """Keras' global precision policy as it was before the block: ``Trainer`` sets it
+    for mixed precision, and a process may build other models after a run."""
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _accuracies(tally) -> Dict[str, float]:
+    """Top-1 and top-k accuracy from a summed ``[top-1 correct, top-k correct, examples]``."""
+    examples = max(tally[2], 1.0)
+    return {"accuracy": tally[0] / examples, "top5_accuracy": tally[1] / examples}
 
 
 def _mixed_precision_policy() -> str:
@@ -348,11 +368,7 @@ class Trainer:
             tally = [a + float(b) for a, b in zip(tally, step_tally)]
             steps += 1
             callbacks.on_train_batch_end(steps - 1, {"loss": loss_sum / steps, "accuracy": tally[0] / tally[2]})
-        return {
-            "loss": loss_sum / max(steps, 1),
-            "accuracy": tally[0] / max(tally[2], 1.0),
-            "top5_accuracy": tally[1] / max(tally[2], 1.0),
-        }
+        return {"loss": loss_sum / max(steps, 1), **_accuracies(tally)}
 
     def evaluate(self, max_steps: Optional[int] = None) -> Dict[str, float]:
         """Loss, top-1 and top-k accuracy on the validation split."""
@@ -364,17 +380,18 @@ class Trainer:
             loss, step_tally = self._eval_step(images, labels)
             loss_sum += float(loss)
             tally = [a + float(b) for a, b in zip(tally, step_tally)]
-        examples = max(tally[2], 1.0)
-        return {"loss": loss_sum / examples, "accuracy": tally[0] / examples, "top5_accuracy": tally[1] / examples}
+        return {"loss": loss_sum / max(tally[2], 1.0), **_accuracies(tally)}
 
     def _rates(self) -> Dict[str, float]:
         """The learning rate and, for Bop, gamma that the next step will use."""
         import keras
 
+        from bnno.nn.optimizers import Bop
+
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         rates = {"learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate))}
         for sub in getattr(optimizer, "optimizers", []):
-            if type(sub).__name__ == "Bop":
+            if isinstance(sub, Bop):
                 rates["gamma"] = float(keras.ops.convert_to_numpy(sub.gamma))
         return rates
 
@@ -408,18 +425,13 @@ def _callbacks(trainer: Trainer, epochs: int, history: History):
 def train(run: Run, echo=print) -> Dict[str, Any]:
     """Train ``run`` to its last epoch, resuming from ``run.output_dir`` if it holds
     the same run; returns ``{"epochs": finished epochs, "history": [rows]}``."""
-    import keras
-
     run.output_dir = pathlib.Path(run.output_dir)
     resuming = (run.output_dir / HPARAMS_FILE).exists()
     if resuming:
         _check_resumable(run)
-    policy = keras.mixed_precision.global_policy()
-    try:
+    with restoring_precision_policy():
         trainer = Trainer(run, echo=echo)
         return _train(trainer, resuming)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
 
 
 def _train(trainer: "Trainer", resuming: bool) -> Dict[str, Any]:

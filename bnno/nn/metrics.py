@@ -10,6 +10,7 @@ from typing import Dict, List
 import keras
 from keras import ops
 
+from bnno.nn.optimizers import is_binary_variable
 from bnno.nn.quantizers import binary_sign
 
 __all__ = ["FlipRatio", "FlipRatios", "binary_kernels"]
@@ -57,10 +58,11 @@ class FlipRatio(keras.metrics.Metric):
 
 
 def binary_kernels(model) -> Dict[str, object]:
-    """The model's binary kernels (``precision == 1``), keyed by their layer's name."""
+    """The model's binary kernels (``is_binary_variable``: what Bop trains), keyed by
+    their layer's name."""
     kernels = {}
     for variable in model.trainable_variables:
-        if getattr(variable, "precision", None) == 1:
+        if is_binary_variable(variable):
             kernels[variable.path.rsplit("/", 1)[0]] = variable
     return kernels
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnno.nn import layers, optimizers, quantizers
+from bnno.nn import layers
 from bnno.nn.optimizers import Bop, CaseOptimizer
 
 
