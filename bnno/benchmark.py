@@ -48,7 +48,7 @@ class _OneBatch:
 def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_classes: int, *,
                         batch_size: int, steps: int, warmup: int = 3, strategy: str = "auto",
                         mixed_precision: bool = False, jit_compile: bool = False,
-                        echo=print) -> Dict[str, float]:
+                        binary_conv: str = "auto", echo=print) -> Dict[str, Any]:
     """Images per second of ``model``'s training step (forward, backward, optimizer)."""
     from bnno import train as training
 
@@ -57,7 +57,8 @@ def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_cl
         run = training.Run(
             model=model, dataset="synthetic", hparams_set="benchmark", hparams=hparams,
             output_dir=pathlib.Path(scratch), strategy=strategy,
-            mixed_precision=mixed_precision, jit_compile=jit_compile, verbose=0,
+            mixed_precision=mixed_precision, jit_compile=jit_compile,
+            binary_conv=binary_conv, verbose=0,
         )
         data = _OneBatch(input_shape, num_classes, batch_size, warmup + steps, seed=0)
         with training.restoring_precision_policy():
@@ -65,6 +66,7 @@ def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_cl
             step_seconds = _time_steps(trainer, warmup)
     total = sum(step_seconds)
     return {
+        "binary_conv": trainer.binary_conv,
         "images_per_second": batch_size * len(step_seconds) / total,
         "step_seconds_median": statistics.median(step_seconds),
     }
@@ -140,7 +142,7 @@ def _stored_shape(dataset: str):
 def benchmark(model: str, hparams_set: str, hparams: Dict[str, Any], *, dataset: Optional[str],
               batch_size: Optional[int], steps: int, warmup: int, pipeline: bool,
               preprocess: str = "default", strategy: str = "auto", mixed_precision: bool = False,
-              jit_compile: bool = False, echo=print) -> Dict[str, Any]:
+              jit_compile: bool = False, binary_conv: str = "auto", echo=print) -> Dict[str, Any]:
     """Training (and with ``pipeline``, input) images per second for ``model``."""
     from bnno import data
 
@@ -155,7 +157,7 @@ def benchmark(model: str, hparams_set: str, hparams: Dict[str, Any], *, dataset:
     result.update(training_throughput(
         model, hparams, input_shape, num_classes, batch_size=batch_size, steps=steps,
         warmup=warmup, strategy=strategy, mixed_precision=mixed_precision,
-        jit_compile=jit_compile, echo=echo,
+        jit_compile=jit_compile, binary_conv=binary_conv, echo=echo,
     ))
     if pipeline:
         result["preprocess"] = preprocess

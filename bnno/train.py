@@ -30,6 +30,7 @@ import yaml
 
 from bnno import __version__
 from bnno.errors import RunError, UsageError
+from bnno.registry import unknown_choice_message
 
 HPARAMS_FILE = "hparams.yaml"
 HISTORY_FILE = "history.csv"
@@ -63,6 +64,7 @@ class Run:
     strategy: str = "auto"
     mixed_precision: bool = False
     jit_compile: bool = False
+    binary_conv: str = "auto"  # bnno.nn.binary_conv mode; the results are the same
     verbose: int = 1
     command_line: str = ""
 
@@ -198,6 +200,23 @@ def _accuracies(tally) -> Dict[str, float]:
     return {"accuracy": tally[0] / examples, "top5_accuracy": tally[1] / examples}
 
 
+def _binary_conv_mode(run: Run) -> str:
+    """"bfloat16" or "float32": how the run computes binary convolutions
+    (``bnno.nn.binary_conv``; either way the results are the same)."""
+    from bnno.nn import binary_conv
+
+    if run.binary_conv not in binary_conv.MODES:
+        raise UsageError(unknown_choice_message("--binary-conv mode", run.binary_conv, list(binary_conv.MODES)))
+    if run.binary_conv != "auto":
+        return run.binary_conv
+    if run.jit_compile or run.mixed_precision:
+        # XLA compiles convolutions its own way, and mixed precision computes them in
+        # 16 bits anyway; the exact bfloat16 path was measured for neither.
+        return "float32"
+    with binary_conv.use("auto"):
+        return "bfloat16" if binary_conv.enabled() else "float32"
+
+
 def _mixed_precision_policy() -> str:
     """float16 where GPUs have fast float16 math; bfloat16 elsewhere (CPUs, TPUs)."""
     import tensorflow as tf
@@ -232,6 +251,9 @@ class Trainer:
         self.strategy = distribute.strategy(run.strategy, echo=echo)
         self.is_chief = distribute.is_chief(self.strategy)
         self.echo = echo if self.is_chief else (lambda *args, **kwargs: None)
+        self.binary_conv = _binary_conv_mode(run)
+        if self.binary_conv == "bfloat16":
+            self.echo("Binary convolutions: exact bfloat16 (--binary-conv float32 turns this off).")
         replicas = self.strategy.num_replicas_in_sync
         self.batch_size = run.hparams["batch_size"]
         if self.batch_size % replicas:
@@ -323,7 +345,7 @@ class Trainer:
             self.flip_ratios.update_state()
             return self._sum_over_replicas(loss), self._sum_over_replicas(tally)
 
-        return train_step
+        return self._in_binary_conv_mode(train_step)
 
     def _make_eval_step(self):
         import keras
@@ -340,7 +362,17 @@ class Trainer:
             loss, tally = self.strategy.run(replica_step, args=(images, labels))
             return self._sum_over_replicas(loss), self._sum_over_replicas(tally)
 
-        return eval_step
+        return self._in_binary_conv_mode(eval_step)
+
+    def _in_binary_conv_mode(self, step):
+        """``step``, traced (on its first call) in the run's binary convolution mode."""
+        from bnno.nn import binary_conv
+
+        def call(*args):
+            with binary_conv.use(self.binary_conv):
+                return step(*args)
+
+        return call
 
     # -- epochs ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ def test_benchmark_reports_images_per_second_as_json():
     result = CliRunner().invoke(cli, [
         "benchmark", "binarynet", "--hparams-set", "bop", "--hparams", "filters=8,dense_units=16",
         "--batch-size", "8", "--steps", "2", "--warmup", "1", "--pipeline",
-        "--preprocess-fn", "resize_and_flip", "--json",
+        "--preprocess-fn", "resize_and_flip", "--binary-conv", "bfloat16", "--json",
     ])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
@@ -19,6 +19,7 @@ def test_benchmark_reports_images_per_second_as_json():
     assert figures["batch_size"] == 8 and figures["steps"] == 2
     assert figures["images_per_second"] > 0 and figures["pipeline_images_per_second"] > 0
     assert figures["preprocess"] == "resize_and_flip"
+    assert figures["binary_conv"] == "bfloat16"
     assert "images/s training" in result.output
 
 

@@ -56,3 +56,47 @@ def test_jit_compile_with_op_determinism_is_a_usage_error(stripes, tmp_path):
     result = CliRunner().invoke(cli, train_args(stripes, tmp_path / "run", "--jit-compile"))
     assert result.exit_code == 2
     assert "--jit-compile cannot be used with TF_DETERMINISTIC_OPS=1" in result.output
+
+
+def test_an_unknown_binary_conv_mode_is_a_usage_error_with_the_closest_choice(stripes, tmp_path):
+    args = train_args(stripes, tmp_path / "run", "--binary-conv=bfloat")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "Unknown --binary-conv mode 'bfloat'" in result.output
+    assert "auto, bfloat16, float32" in result.output and "Did you mean 'bfloat16'?" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(binary_conv="float32"), "float32"),
+    (dict(binary_conv="bfloat16"), "bfloat16"),
+    (dict(binary_conv="bfloat16", jit_compile=True), "bfloat16"),  # asked for: honoured
+    (dict(binary_conv="auto", jit_compile=True), "float32"),
+    (dict(binary_conv="auto", mixed_precision=True), "float32"),
+])
+def test_binary_conv_mode_of_a_run(tmp_path, options, expected):
+    from bnno import train as training
+
+    run = training.Run(model="binarynet", dataset="cifar10", hparams_set="bop", hparams={},
+                       output_dir=tmp_path, **options)
+    assert training._binary_conv_mode(run) == expected
+
+
+def test_auto_binary_conv_mode_follows_the_cpu(tmp_path, monkeypatch):
+    from bnno import train as training
+    from bnno.nn import binary_conv
+
+    run = training.Run(model="binarynet", dataset="cifar10", hparams_set="bop", hparams={},
+                       output_dir=tmp_path)
+    for has_amx, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(binary_conv, "_cpu_has_amx_bf16", lambda: has_amx)
+        assert training._binary_conv_mode(run) == expected
+
+
+def test_training_reports_exact_bfloat16_binary_convolutions(stripes, tmp_path):
+    result = CliRunner().invoke(cli, train_args(stripes, tmp_path / "run", "--binary-conv=bfloat16"))
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "Binary convolutions: exact bfloat16" in result.output
+    result = CliRunner().invoke(cli, train_args(stripes, tmp_path / "run2", "--binary-conv=float32"))
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "Binary convolutions" not in result.output

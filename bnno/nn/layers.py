@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bnno.nn import constraints, context, quantizers
+from bnno.nn import binary_conv, constraints, context, quantizers
 
 __all__ = [
     "BatchNormalization", "QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "QuantizedVariable",
@@ -128,7 +128,9 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
         if self.padding == "same" and self.pad_values != 0.0:
             outputs = self._convolve_with_padding_value(inputs, kernel)
         else:
-            outputs = self.convolution_op(inputs, kernel)
+            outputs = self._binary_convolution(inputs, kernel, self.padding)
+            if outputs is None:
+                outputs = self.convolution_op(inputs, kernel)
         if self.use_bias:
             bias_shape = (1,) * (self.rank + 1) + (self.filters,)
             if self.data_format != "channels_last":
@@ -146,6 +148,9 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
                 inputs.shape[axis], self.kernel_size[i], self.strides[i], self.dilation_rate[i]
             )
         padded = ops.pad(inputs, pad_width, constant_values=self.pad_values)
+        outputs = self._binary_convolution(padded, kernel, "valid")
+        if outputs is not None:
+            return outputs
         return ops.conv(
             padded,
             kernel,
@@ -153,6 +158,26 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
             padding="valid",
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
+        )
+
+    def _binary_convolution(self, inputs, kernel, padding):
+        """The convolution computed exactly in bfloat16 (``bnno.nn.binary_conv``) when
+        it is enabled and the inputs are +-1; None otherwise."""
+        qualifies = (
+            binary_conv.enabled()
+            and keras.backend.backend() == "tensorflow"
+            and getattr(self.input_quantizer, "plus_minus_one", False)
+            and self.pad_values in (0.0, 1.0, -1.0)
+            and self.data_format == "channels_last"
+            and self.groups == 1
+            and self.compute_dtype == "float32"
+            and inputs.dtype == "float32"
+        )
+        if not qualifies:
+            return None
+        return binary_conv.conv2d(
+            inputs, kernel, self.strides, padding, self.dilation_rate,
+            check_kernel=not getattr(self.kernel_quantizer, "plus_minus_one", False),
         )
 
     def get_config(self):

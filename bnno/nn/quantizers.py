@@ -179,9 +179,12 @@ class Quantizer:
 
     ``precision`` is what optimizers (``Bop.is_binary_variable``) and the model summary
     read: 1 for binary quantizers, 2 for ternary, ``None`` when unknown.
+    ``plus_minus_one`` is True when every output is exactly -1.0 or +1.0, which lets
+    ``bnno.nn.binary_conv`` compute convolutions of those outputs exactly in bfloat16.
     """
 
     precision: Optional[int] = None
+    plus_minus_one: bool = False
 
     def __call__(self, inputs):
         raise NotImplementedError
@@ -221,6 +224,7 @@ def _registered(name: str):
 class SteSign(Quantizer):
     __doc__ = ste_sign.__doc__
     precision = 1
+    plus_minus_one = True
 
     def __init__(self, clip_value: Optional[float] = 1.0):
         self.clip_value = clip_value
@@ -236,6 +240,7 @@ class SteSign(Quantizer):
 class ApproxSign(Quantizer):
     __doc__ = approx_sign.__doc__
     precision = 1
+    plus_minus_one = True
 
     def __call__(self, inputs):
         return approx_sign(inputs)
@@ -245,6 +250,7 @@ class ApproxSign(Quantizer):
 class SwishSign(Quantizer):
     __doc__ = swish_sign.__doc__
     precision = 1
+    plus_minus_one = True
 
     def __init__(self, beta: float = 5.0):
         self.beta = beta
