@@ -100,6 +100,11 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
         kernel_quantizer: quantizer (object or name) for the kernel, or None.
         pad_values: the value "same" padding pads with. Binarized inputs are +-1, so
             padding with 0 adds a third value; ``pad_values=1.0`` keeps them binary.
+
+    When the input quantizer outputs only +-1 (``ste_sign``, ``approx_sign``,
+    ``swish_sign``) and the kernel is +-1, the convolution is computed exactly in
+    bfloat16 where ``bnno.nn.binary_conv`` is enabled (CPUs with AMX): the same
+    result, bit for bit, in about half the time.
     """
 
     def __init__(

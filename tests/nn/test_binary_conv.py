@@ -79,6 +79,22 @@ def test_sums_at_and_near_their_largest_are_exact(in_channels):
     np.testing.assert_array_equal(exact_conv(x, w), expected)
 
 
+@pytest.mark.parametrize("size, in_channels, out_channels", [
+    (32, 128, 128), (16, 128, 256), (16, 256, 256), (8, 256, 512), (8, 512, 512),
+])
+def test_binarynets_layers_at_full_size(size, in_channels, out_channels):
+    """oneDNN picks its kernels by shape: BinaryNet's own shapes, with correlated
+    inputs (large sums) as after training."""
+    rng = np.random.default_rng(size + in_channels)
+    w = random_signs(rng, (3, 3, in_channels, out_channels))
+    w[:, :, :, 0] = w[1, 1, :, 0]  # filter 0 is the same at every tap ...
+    x = random_signs(rng, (4, size, size, in_channels))
+    x[:2] = w[1, 1, :, 0]  # ... and matches every inner 3x3 patch of images 0 and 1
+    expected = float32_conv(x, w)
+    assert expected.max() == 9 * in_channels
+    np.testing.assert_array_equal(exact_conv(x, w), expected)
+
+
 def test_a_plain_bfloat16_convolution_would_round_these_sums():
     """The control for the test above: without groups, bfloat16 loses the sums' last bits."""
     x = near_bound_inputs(128)
