@@ -18,7 +18,7 @@ each group's sum is such an integer:
 
 It convolves all groups at once, as one grouped bfloat16 convolution whose output
 holds each group's partial sums, and adds the partial sums in float32, where they are
-exact. The forward result is the float32 convolution's, bit for bit. The backward
+exact (in one pass that XLA compiles). The forward result is the float32 convolution's, bit for bit. The backward
 pass is the float32 one, through the same operations as TensorFlow's own ``Conv2D``
 gradient, so gradients are identical too and training is unchanged to the last
 flipped bit.
@@ -142,12 +142,9 @@ def conv2d(inputs, kernel, strides, padding: str, dilations, check_kernel: bool 
         partial = tf.raw_ops.Conv2D(
             input=tf.cast(x, tf.bfloat16), filter=tf.cast(grouped, tf.bfloat16), **conv_args
         )
-        partial = tf.cast(partial, tf.float32)
         if groups == 1:
-            return partial
-        shape = tf.shape(partial)
-        per_group = tf.reshape(partial, tf.concat([shape[:3], [groups, out_channels]], 0))
-        total = tf.reduce_sum(per_group, axis=3)
+            return tf.cast(partial, tf.float32)
+        total = _group_sum(groups, out_channels)(partial)
         total.set_shape(partial.shape[:3].concatenate([out_channels]))
         return total
 
@@ -174,3 +171,24 @@ def conv2d(inputs, kernel, strides, padding: str, dilations, check_kernel: bool 
         return outputs, gradient
 
     return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
+
+
+@functools.lru_cache(maxsize=None)
+def _group_sum(groups: int, out_channels: int):
+    """A function from the grouped convolution's bfloat16 output ``[..., groups *
+    out_channels]`` to the float32 sum over the groups ``[..., out_channels]``.
+
+    XLA compiles the cast and the sum into one pass over the partial sums. As two
+    TensorFlow operations they write and read a float32 copy of every partial sum,
+    which cost about 8 % of BinaryNet's training step (benchmarks/README.md).
+    """
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True)
+    def group_sum(partial):
+        partial = tf.cast(partial, tf.float32)
+        shape = tf.shape(partial)
+        per_group = tf.reshape(partial, tf.concat([shape[:3], [groups, out_channels]], 0))
+        return tf.reduce_sum(per_group, axis=3)
+
+    return group_sum
