@@ -93,10 +93,16 @@ def test_auto_binary_conv_mode_follows_the_cpu(tmp_path, monkeypatch):
         assert training._binary_conv_mode(run) == expected
 
 
-def test_training_reports_exact_bfloat16_binary_convolutions(stripes, tmp_path):
+def test_training_with_exact_bfloat16_binary_convolutions_is_the_same(stripes, tmp_path):
     result = CliRunner().invoke(cli, train_args(stripes, tmp_path / "run", "--binary-conv=bfloat16"))
     assert result.exit_code == 0, result.output[-2000:]
     assert "Binary convolutions: exact bfloat16" in result.output
     result = CliRunner().invoke(cli, train_args(stripes, tmp_path / "run2", "--binary-conv=float32"))
     assert result.exit_code == 0, result.output[-2000:]
     assert "Binary convolutions" not in result.output
+    # The same training, bit for bit: history and every weight.
+    history = [(tmp_path / run / "history.csv").read_text() for run in ("run", "run2")]
+    assert history[0] == history[1]
+    fast, reference = (keras.saving.load_model(tmp_path / run / "model.keras") for run in ("run", "run2"))
+    for got, expected in zip(fast.weights, reference.weights):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy(), err_msg=got.path)
