@@ -25,13 +25,17 @@ def random_signs(rng, shape):
 @pytest.mark.parametrize("in_channels, taps, expected", [
     (128, 9, 32),    # 9 * 32 = 288 <= 512; 64 channels would reach 576
     (256, 9, 32),
-    (512, 9, 32),    # 16 groups, the most allowed
-    (1024, 9, None),  # 32 groups of 32, or groups of 64 that could reach 576
+    (512, 9, 32),    # 16 groups
+    (2048, 9, 32),   # 64 groups, the most allowed
+    (4096, 9, None),  # 128 groups of 32 are too many; groups of 64 could reach 576
     (32, 9, 32),     # one group: a plain bfloat16 convolution
     (56, 9, 56),     # 504, even: the largest even group for 3x3
     (3, 9, 3),       # odd: 27 <= 256
     (27, 9, 27),     # odd: 243 <= 256
-    (29, 9, None),   # odd and prime: 261 > 256, and 29 groups of 1 are too many
+    (29, 9, None),   # odd and prime: 261 > 256, and groups of 1 are too narrow
+    (60, 25, 20),    # 5x5: 20 channels, even: 500 <= 512
+    (96, 49, 8),     # 7x7: 8 channels, 392 <= 512, the narrowest group allowed
+    (40, 121, None),  # 11x11: at most 4 channels, narrower than allowed
     (64, 25, 16),    # 5x5: 400 <= 512
 ])
 def test_channel_group_size(in_channels, taps, expected):
@@ -39,6 +43,7 @@ def test_channel_group_size(in_channels, taps, expected):
     assert size == expected
     if size is not None:
         assert in_channels % size == 0 and in_channels // size <= binary_conv.MAX_GROUPS
+        assert size >= min(in_channels, binary_conv.MIN_GROUP_SIZE)
         assert taps * size <= (512 if size % 2 == 0 else 256)
 
 
