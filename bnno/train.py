@@ -475,6 +475,8 @@ def _train(trainer: "Trainer", resuming: bool) -> Dict[str, Any]:
     latest = trainer.tf.train.latest_checkpoint(str(trainer.checkpoint_dir))
     if latest:
         trainer.checkpoint.restore(latest).assert_existing_objects_matched()
+        # Flips are counted against the restored kernels, not the fresh ones.
+        trainer.flip_ratios.reset_reference()
     start, epochs = int(trainer.epoch.numpy()), run.hparams["epochs"]
     history = History(trainer.write_dir / HISTORY_FILE, keep_epochs=start)
     echo(f"Training {run.model} on {run.dataset} ({run.hparams_set}) into {run.output_dir}")

@@ -181,6 +181,20 @@ def test_a_killed_run_resumes_to_the_same_result_without_losing_an_epoch(stripes
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     for a, b in zip(whole_model.optimizer.variables, resumed_model.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # The flip ratios of the resumed epochs count flips from the restored kernels.
+    whole_flips, resumed_flips = flip_ratios(whole), flip_ratios(resumed)
+    assert set(resumed_flips) >= {1, 2}  # epochs 2 and 3
+    for epoch in (1, 2):
+        assert resumed_flips[epoch] == whole_flips[epoch]
+
+
+def flip_ratios(output_dir):
+    """{epoch (from 0): overall flip ratio} from a run's TensorBoard events."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(output_dir / "train")).Reload()
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_flip_ratio")}
 
 
 def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(stripes, tmp_path):

@@ -24,7 +24,9 @@ class FlipRatio(keras.metrics.Metric):
     Call ``update_state()`` once after every optimizer step. It compares the kernel's
     signs with those it saw at the previous call (or at construction), so the first
     update counts the flips of the first step. ``reset_state`` clears the average
-    (e.g. each epoch) but keeps the reference signs.
+    (e.g. each epoch) but keeps the reference signs; ``reset_reference`` takes the
+    kernel's current signs as the reference (after the kernel is restored from a
+    checkpoint, so that the restore is not counted as flips).
     """
 
     def __init__(self, kernel, name="flip_ratio", **kwargs):
@@ -34,9 +36,12 @@ class FlipRatio(keras.metrics.Metric):
         self.previous_sign = self.add_variable(
             shape=kernel.shape, initializer="zeros", name="previous_sign"
         )
-        self.previous_sign.assign(binary_sign(ops.convert_to_tensor(kernel)))
+        self.reset_reference()
         self.flips = self.add_variable(shape=(), initializer="zeros", name="flips")
         self.weights_seen = self.add_variable(shape=(), initializer="zeros", name="seen")
+
+    def reset_reference(self):
+        self.previous_sign.assign(binary_sign(ops.convert_to_tensor(self.kernel)))
 
     def update_state(self):
         sign = binary_sign(ops.convert_to_tensor(self.kernel))
@@ -88,6 +93,10 @@ class FlipRatios:
     def reset_state(self):
         for metric in self.metrics:
             metric.reset_state()
+
+    def reset_reference(self):
+        for metric in self.metrics:
+            metric.reset_reference()
 
     def results(self) -> Dict[str, float]:
         if not self.metrics:

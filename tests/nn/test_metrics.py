@@ -68,3 +68,15 @@ def test_a_model_without_binary_kernels_has_no_flip_ratios():
     ratios = metrics.FlipRatios(model)
     ratios.update_state()
     assert ratios.results() == {}
+
+
+def test_kernels_restored_from_a_checkpoint_are_not_counted_as_flips():
+    model = model_with_two_binary_kernels()
+    ratios = metrics.FlipRatios(model)
+    flip(model.get_layer("a").kernel, 10)  # as a checkpoint restore would change them
+    ratios.reset_reference()
+    flip(model.get_layer("b").kernel, 3)  # then a training step
+    ratios.update_state()
+    assert ratios.results() == pytest.approx(
+        {"flip_ratio": 3 / 35, "flip_ratio/a": 0.0, "flip_ratio/b": 3 / 15}
+    )
