@@ -288,7 +288,8 @@ def benchmark(model, hparams_set, overrides, dataset, batch_size, steps, warmup,
     click.echo(
         f"{model} ({hparams_set}), batch {result['batch_size']}: "
         f"{result['images_per_second']:.1f} images/s training "
-        f"(median step {result['step_seconds_median'] * 1000:.0f} ms over {steps} steps)"
+        f"(median step {result['step_seconds_median'] * 1000:.0f} ms over {steps} steps; "
+        f"{result['binary_conv']} binary convolutions)"
     )
     if pipeline:
         click.echo(f"input pipeline ({result['preprocess']}): {result['pipeline_images_per_second']:.1f} images/s")

@@ -21,6 +21,7 @@ def test_benchmark_reports_images_per_second_as_json():
     assert figures["preprocess"] == "resize_and_flip"
     assert figures["binary_conv"] == "bfloat16"
     assert "images/s training" in result.output
+    assert "bfloat16 binary convolutions" in result.output
 
 
 def test_benchmark_of_an_imagenet_model_uses_imagenet_shapes():
