@@ -91,6 +91,9 @@ def test_auto_binary_conv_mode_follows_the_cpu(tmp_path, monkeypatch):
     for has_amx, expected in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(binary_conv, "_cpu_has_amx_bf16", lambda: has_amx)
         assert training._binary_conv_mode(run) == expected
+    monkeypatch.setattr(binary_conv, "_cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # not oneDNN's kernels: not auto
+    assert training._binary_conv_mode(run) == "float32"
 
 
 def test_training_with_exact_bfloat16_binary_convolutions_is_the_same(stripes, tmp_path):

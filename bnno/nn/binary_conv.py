@@ -28,7 +28,8 @@ times faster than float32 ones. On BinaryNet's five binary layers (batch 100, tw
 cores) the exact bfloat16 forward convolution, with its kernel check and partial sums,
 was 2.5-3.5x faster than float32 (138 ms against 384 ms in all), and the training
 step about 20 % faster (benchmarks/README.md). ``mode()`` decides where it is
-used: ``"auto"`` (the default) uses it on CPUs with AMX when no GPU is visible,
+used: ``"auto"`` (the default) uses it on CPUs with AMX, with TensorFlow's oneDNN
+kernels (``TF_ENABLE_ONEDNN_OPTS`` not 0), when no GPU is visible,
 ``"bfloat16"`` always, ``"float32"`` never.
 
 Only inputs and kernels that are exactly +-1 qualify: the layer's input quantizer must
@@ -39,6 +40,7 @@ step, takes the float32 path).
 
 import contextlib
 import functools
+import os
 from typing import Optional
 
 __all__ = ["MODES", "channel_group_size", "conv2d", "enabled", "mode", "use"]
@@ -96,10 +98,16 @@ def _gpus_visible() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def _onednn_enabled() -> bool:
+    # TensorFlow's oneDNN kernels (on by default on x86) accumulate bfloat16 products
+    # in float32; exactness was not checked for its other kernels.
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+
+
 def enabled() -> bool:
     """Whether qualifying convolutions take the bfloat16 path in the current mode."""
     if _mode == "auto":
-        return _cpu_has_amx_bf16() and not _gpus_visible()
+        return _cpu_has_amx_bf16() and _onednn_enabled() and not _gpus_visible()
     return _mode == "bfloat16"
 
 
