@@ -213,8 +213,7 @@ def _binary_conv_mode(run: Run) -> str:
         # XLA compiles convolutions its own way, and mixed precision computes them in
         # 16 bits anyway; the exact bfloat16 path was measured for neither.
         return "float32"
-    with binary_conv.use("auto"):
-        return "bfloat16" if binary_conv.enabled() else "float32"
+    return "bfloat16" if binary_conv.enabled("auto") else "float32"
 
 
 def _mixed_precision_policy() -> str:

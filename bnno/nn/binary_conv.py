@@ -18,10 +18,10 @@ each group's sum is such an integer:
 
 It convolves all groups at once, as one grouped bfloat16 convolution whose output
 holds each group's partial sums, and adds the partial sums in float32, where they are
-exact (in one pass that XLA compiles). The forward result is the float32 convolution's, bit for bit. The backward
-pass is the float32 one, through the same operations as TensorFlow's own ``Conv2D``
-gradient, so gradients are identical too and training is unchanged to the last
-flipped bit.
+exact (in one pass that XLA compiles). The forward result is the float32
+convolution's, bit for bit. The backward pass is the float32 one, through the same
+operations as TensorFlow's own ``Conv2D`` gradient, so gradients are identical too
+and training is unchanged to the last flipped bit.
 
 On CPUs with AMX (Intel Sapphire Rapids and later) bfloat16 convolutions run several
 times faster than float32 ones. On BinaryNet's five binary layers (batch 100, two
@@ -104,11 +104,13 @@ def _onednn_enabled() -> bool:
     return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
 
 
-def enabled() -> bool:
-    """Whether qualifying convolutions take the bfloat16 path in the current mode."""
-    if _mode == "auto":
+def enabled(in_mode: Optional[str] = None) -> bool:
+    """Whether qualifying convolutions take the bfloat16 path in ``in_mode`` (by
+    default the current mode)."""
+    in_mode = in_mode or _mode
+    if in_mode == "auto":
         return _cpu_has_amx_bf16() and _onednn_enabled() and not _gpus_visible()
-    return _mode == "bfloat16"
+    return in_mode == "bfloat16"
 
 
 def channel_group_size(in_channels: int, taps: int) -> Optional[int]:
