@@ -1,6 +1,6 @@
 """Throughput: training images per second, and input-pipeline images per second.
 
-Training is measured with bnno's own compiled training step (``bnno.train.Trainer``,
+Training is measured with bnno's own compiled training step (``bnno.training.Trainer``,
 the one ``bnno train`` runs) on one synthetic batch held in memory, so the figure is
 the model and optimizer alone, with no input cost. The pipeline is measured
 separately, on synthetic images shaped like the data set's stored ones (uint8 pixels,
@@ -50,7 +50,7 @@ def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_cl
                         mixed_precision: bool = False, jit_compile: bool = False,
                         binary_conv: str = "auto", echo=print) -> Dict[str, Any]:
     """Images per second of ``model``'s training step (forward, backward, optimizer)."""
-    from bnno import train as training
+    from bnno import training
 
     hparams = {**hparams, "batch_size": batch_size}
     with tempfile.TemporaryDirectory(prefix="bnno-benchmark-") as scratch:
@@ -75,11 +75,11 @@ def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_cl
 def _time_steps(trainer, warmup: int):
     """Wall seconds of each step after ``warmup``, each ending when its loss is
     fetched (as in ``bnno train``, which reads every step's loss)."""
-    dataset = trainer._distributed(trainer.data.train(trainer.batch_size, 0, 0))
+    dataset = trainer.distribute(trainer.data.train(trainer.batch_size, 0, 0))
     seconds = []
     for i, (images, labels) in enumerate(dataset):
         start = time.perf_counter()
-        loss, _ = trainer._train_step(images, labels)
+        loss, _ = trainer.train_step(images, labels)
         float(loss)
         if i >= warmup:
             seconds.append(time.perf_counter() - start)

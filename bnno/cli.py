@@ -138,25 +138,28 @@ data_dir_option = click.option(
 @mixed_precision_option
 @jit_compile_option
 @binary_conv_option
+@click.option("--tf32/--no-tf32", default=False, show_default=True,
+              help="TensorFloat-32 matrix products on GPUs that have them (faster; off reproduces "
+              "the paper's float32 numerics).")
 @_reporting_errors
 def train(model, dataset, hparams_set, overrides, preprocess, data_dir, data_cache, image_size,
           output_dir, output_prefix, seed, tensorboard, max_steps, strategy, mixed_precision,
-          jit_compile, binary_conv):
+          jit_compile, binary_conv, tf32):
     """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet) on a data set."""
     from bnno import hparams as hp
-    from bnno import train as training
+    from bnno import run_dir, training
 
     model = _model_name(model)
     resolved = _resolve_hparams(model, hparams_set, overrides)
     if output_dir is None:
-        output_dir = training.default_output_dir(output_prefix, dataset, model, hparams_set)
+        output_dir = run_dir.default_output_dir(output_prefix, dataset, model, hparams_set)
     run = training.Run(
         model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
         output_dir=pathlib.Path(output_dir).expanduser(), preprocess=preprocess,
         overrides=hp.parse_overrides(overrides), data_dir=data_dir, data_cache=data_cache,
         image_size=image_size, seed=seed, max_steps=max_steps, tensorboard=tensorboard,
         strategy=strategy, mixed_precision=mixed_precision, jit_compile=jit_compile,
-        binary_conv=binary_conv, command_line=shlex.join(["bnno", *sys.argv[1:]]),
+        binary_conv=binary_conv, tf32=tf32, command_line=shlex.join(["bnno", *sys.argv[1:]]),
     )
     result = training.train(run, echo=click.echo)
     last = result["history"][-1] if result["history"] else {}
@@ -300,12 +303,15 @@ def benchmark(model, hparams_set, overrides, dataset, batch_size, steps, warmup,
 @cli.command()
 @click.option("--output-dir", "--logdir", "output_dir", required=True,
               type=click.Path(exists=True, file_okay=False), metavar="DIR", help="A run's directory.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where tensorflow-datasets keeps prepared data sets (default: the one the run "
+              "was trained with).")
 @_reporting_errors
-def evaluate(output_dir):
+def evaluate(output_dir, data_dir):
     """Top-1 and top-5 accuracy on the validation split of a finished or running run."""
-    from bnno import train as training
+    from bnno import training
 
-    results = training.evaluate(output_dir, echo=click.echo)
+    results = training.evaluate(output_dir, data_dir=data_dir, echo=click.echo)
     click.echo(
         f"epoch {results['epoch']}: top-1 {results['accuracy']:.4f}, "
         f"top-5 {results['top5_accuracy']:.4f}, loss {results['loss']:.4f}"

@@ -18,7 +18,7 @@ A schedule is described by flat keys, so that ``--hparams`` can override each pa
 Steps are counted from the data set's size (``steps_per_epoch``), never hard-coded.
 """
 
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Union
 
 import keras
 
@@ -63,3 +63,9 @@ def optimizer(hparams: Dict[str, Any], steps_per_epoch: int) -> keras.optimizers
         return adam
     bop = Bop(threshold=float(hparams["threshold"]), gamma=schedule(hparams, "gamma", steps_per_epoch))
     return CaseOptimizer((Bop.is_binary_variable, bop), default_optimizer=adam)
+
+
+def schedules_depending_on_epochs(hparams: Dict[str, Any]) -> List[str]:
+    """The schedules (``learning_rate``, ``gamma``) whose values depend on the total
+    number of epochs (``linear`` decay): a run using one cannot be extended."""
+    return [name for name in ("learning_rate", "gamma") if hparams.get(f"{name}_decay") == "linear"]

@@ -86,7 +86,7 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from bnno import hparams, train
+    from bnno import hparams, training as train
     import bnno.nn  # noqa
 
     data, out = sys.argv[1], pathlib.Path(sys.argv[2])
@@ -131,7 +131,7 @@ WORKER = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     import tensorflow as tf
-    from bnno import train
+    from bnno import training as train
 
     # Test instrumentation: keep each worker's final weights, and optionally die
     # (SIGKILL) right after the first checkpoint, as a preempted job would.

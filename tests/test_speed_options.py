@@ -75,7 +75,7 @@ def test_an_unknown_binary_conv_mode_is_a_usage_error_with_the_closest_choice(st
     (dict(binary_conv="auto", mixed_precision=True), "float32"),
 ])
 def test_binary_conv_mode_of_a_run(tmp_path, options, expected):
-    from bnno import train as training
+    from bnno import training
 
     run = training.Run(model="binarynet", dataset="cifar10", hparams_set="bop", hparams={},
                        output_dir=tmp_path, **options)
@@ -83,7 +83,7 @@ def test_binary_conv_mode_of_a_run(tmp_path, options, expected):
 
 
 def test_auto_binary_conv_mode_follows_the_cpu(tmp_path, monkeypatch):
-    from bnno import train as training
+    from bnno import training
     from bnno.nn import binary_conv
 
     run = training.Run(model="binarynet", dataset="cifar10", hparams_set="bop", hparams={},

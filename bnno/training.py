@@ -4,176 +4,28 @@ bnno owns its loop because Keras 3's ``model.fit`` cannot run under
 ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585); this loop runs unchanged on
 one device, several GPUs and several hosts. Keras does everything else: the model,
 the optimizer (``CaseOptimizer`` of Bop and Adam for the paper's Bop recipes), and the
-callbacks the loop drives (TensorBoard, a progress bar, the history file and the
-checkpoints below).
+callbacks the loop drives (TensorBoard, progress, the history file and checkpoints).
 
-A run's directory holds ``hparams.yaml`` (what was run), ``history.csv`` (one row per
-epoch), TensorBoard events (``train/``, ``validation/``), ``checkpoints/`` (after every
-epoch), and at the end ``model.keras`` and ``binary.weights.h5`` (the weights inside
-``quantized_scope``, i.e. binary). Running again into the same directory resumes
-after the last finished epoch; nothing already written is removed.
+What a run directory holds, and when a run may be resumed, is :mod:`bnno.run_dir`'s
+business. Running again into the same directory resumes after the last finished epoch
+(from the newest readable checkpoint); nothing already written is removed.
 """
 
 import contextlib
-import csv
-import dataclasses
-import datetime
 import math
 import os
 import pathlib
-import platform
 import shutil
 import tempfile
+import time
 from typing import Any, Dict, List, Optional
 
-import yaml
-
-from bnno import __version__
+from bnno import run_dir
 from bnno.errors import RunError, UsageError
 from bnno.registry import unknown_choice_message
+from bnno.run_dir import Run
 
-HPARAMS_FILE = "hparams.yaml"
-HISTORY_FILE = "history.csv"
-CHECKPOINT_DIR = "checkpoints"
-MODEL_FILE = "model.keras"
-BINARY_WEIGHTS_FILE = "binary.weights.h5"
-SUMMARY_FILE = "summary.txt"
-HISTORY_COLUMNS = [
-    "epoch", "loss", "accuracy", "top5_accuracy", "val_loss", "val_accuracy", "val_top5_accuracy",
-]
-
-
-@dataclasses.dataclass
-class Run:
-    """Everything that defines a training run; the fields in ``IDENTITY`` must match
-    for a run to be resumed."""
-
-    model: str
-    dataset: str
-    hparams_set: str
-    hparams: Dict[str, Any]
-    output_dir: pathlib.Path
-    preprocess: str = "default"
-    overrides: Dict[str, str] = dataclasses.field(default_factory=dict)
-    data_dir: Optional[str] = None
-    data_cache: Optional[str] = None
-    image_size: Optional[int] = None
-    seed: int = 0
-    max_steps: Optional[int] = None  # a quick run: at most this many steps per epoch
-    tensorboard: bool = True
-    strategy: str = "auto"
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    binary_conv: str = "auto"  # bnno.nn.binary_conv mode; the results are the same
-    verbose: int = 1
-    command_line: str = ""
-
-    # Resuming needs these to match (mixed precision changes the checkpoint's contents).
-    IDENTITY = (
-        "model", "dataset", "hparams_set", "hparams", "preprocess", "image_size", "seed",
-        "max_steps", "mixed_precision",
-    )
-
-    def identity(self) -> Dict[str, Any]:
-        return {key: getattr(self, key) for key in self.IDENTITY}
-
-
-def default_output_dir(prefix: str, dataset: str, model: str, hparams_set: str) -> pathlib.Path:
-    """``<prefix>/<dataset>/<model>/<set>_<timestamp>``; a folder data set by its name."""
-    dataset_name = pathlib.Path(dataset.rstrip("/\\")).name if os.sep in dataset else dataset
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path(prefix).expanduser() / dataset_name.replace(":", "_") / model / f"{hparams_set}_{stamp}"
-
-
-# --- files -------------------------------------------------------------------------
-
-
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` so that a reader never sees a half-written file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _versions() -> Dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    try:
-        import tensorflow_datasets as tfds
-
-        tfds_version = tfds.__version__
-    except ImportError:  # pragma: no cover - a dependency
-        tfds_version = "missing"
-    return {
-        "bnno": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-        "tensorflow_datasets": tfds_version, "python": platform.python_version(),
-    }
-
-
-def _write_hparams_file(run: Run) -> None:
-    record = {
-        **run.identity(),
-        "overrides": run.overrides,
-        "command_line": run.command_line,
-        "versions": _versions(),
-    }
-    _atomic_write(run.output_dir / HPARAMS_FILE, yaml.safe_dump(record, sort_keys=False))
-
-
-def read_run_record(output_dir: pathlib.Path) -> Dict[str, Any]:
-    """The ``hparams.yaml`` of a run directory; ``RunError`` if it has none."""
-    path = pathlib.Path(output_dir) / HPARAMS_FILE
-    if not path.exists():
-        raise RunError(f"{output_dir} is not a bnno run directory: it has no {HPARAMS_FILE}.")
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
-
-
-def _check_resumable(run: Run) -> None:
-    """Refuse to continue a run in ``output_dir`` with a different definition."""
-    recorded = read_run_record(run.output_dir)
-    current = run.identity()
-    differences = []
-    for key in Run.IDENTITY:
-        if key == "hparams":
-            old, new = recorded.get("hparams", {}), current["hparams"]
-            differences += [
-                f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
-                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
-            ]
-        elif recorded.get(key) != current[key]:
-            differences.append(f"{key}: {recorded.get(key)!r} -> {current[key]!r}")
-    if differences:
-        raise UsageError(
-            f"{run.output_dir} holds a run with other settings ({'; '.join(differences)}); "
-            "resume it with its own settings, or pass a new --output-dir."
-        )
-
-
-class History:
-    """``history.csv``: one row per finished epoch, rewritten atomically.
-
-    Rows after the last checkpoint (an epoch that was being written when the process
-    died) are dropped on resume, so every epoch appears exactly once.
-    """
-
-    def __init__(self, path: pathlib.Path, keep_epochs: int):
-        self.path = path
-        self.rows: List[Dict[str, str]] = []
-        if path.exists():
-            with open(path, newline="", encoding="utf-8") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_epochs]
-
-    def append(self, epoch: int, logs: Dict[str, float]) -> None:
-        row = {"epoch": str(epoch), **{k: f"{logs[k]:.6g}" for k in HISTORY_COLUMNS[1:] if k in logs}}
-        self.rows.append(row)
-        lines = [",".join(HISTORY_COLUMNS)]
-        lines += [",".join(r.get(k, "") for k in HISTORY_COLUMNS) for r in self.rows]
-        _atomic_write(self.path, "\n".join(lines) + "\n")
-
-
-# --- the loop ------------------------------------------------------------------------
+__all__ = ["Run", "Trainer", "evaluate", "restoring_precision_policy", "train"]
 
 
 def _op_determinism_enabled() -> bool:
@@ -223,11 +75,44 @@ def _mixed_precision_policy() -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
+def _checked_options(run: Run) -> None:
+    """Refuse option combinations that cannot work, before anything is built."""
+    if run.jit_compile and _op_determinism_enabled():
+        raise UsageError(
+            "--jit-compile cannot be used with TF_DETERMINISTIC_OPS=1: XLA has no "
+            "deterministic kernels for some gradients (max pooling); drop one of them."
+        )
+
+
+def _set_global_state(run: Run) -> None:
+    """The process-wide settings a run depends on: seeds, precision policy, TF32.
+
+    TensorFlow computes float32 convolutions and matrix products in TensorFloat-32
+    (10-bit mantissas) on Ampere and newer GPUs by default; the paper's TensorFlow 2.0
+    did not, so bnno turns it off unless ``run.tf32``. Binary products are exact either
+    way; real-valued gradients and full-precision layers are not.
+    """
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(run.tf32)
+    keras.utils.set_random_seed(run.seed)
+    if run.mixed_precision:
+        # Variables (Bop's kernels and moving averages included) stay float32; layers
+        # compute in 16 bits, where +-1 is still exact.
+        keras.mixed_precision.set_global_policy(_mixed_precision_policy())
+
+
 class Trainer:
     """Builds a run's data, model and optimizer under a strategy, and trains it.
 
     In a multi-worker run every process trains; only the chief writes into the run's
     directory, the others write their (required) checkpoint copies to a temporary one.
+
+    Public surface (used by ``bnno.benchmark`` and the loop below): ``model``,
+    ``optimizer``, ``data``, ``batch_size``, ``steps_per_epoch``, ``binary_conv``,
+    ``train_step(images, labels)``, ``distribute(dataset)``, ``train_epoch``,
+    ``evaluate``, ``rates()``, ``restore_newest_checkpoint()``.
     """
 
     def __init__(self, run: Run, echo=print, data=None):
@@ -235,16 +120,10 @@ class Trainer:
         batches for a benchmark."""
         import tensorflow as tf
 
-        from bnno import data as data_lib
-        from bnno import distribute, models, recipe
-        from bnno.nn import metrics as bnn_metrics
+        from bnno import distribute
 
         self.run, self.tf = run, tf
-        if run.jit_compile and _op_determinism_enabled():
-            raise UsageError(
-                "--jit-compile cannot be used with TF_DETERMINISTIC_OPS=1: XLA has no "
-                "deterministic kernels for some gradients (max pooling); drop one of them."
-            )
+        _checked_options(run)
         # The strategy comes first: multi-worker collectives must be set up before
         # any other TensorFlow work.
         self.strategy = distribute.strategy(run.strategy, echo=echo)
@@ -253,38 +132,56 @@ class Trainer:
         self.binary_conv = _binary_conv_mode(run)
         if self.binary_conv == "bfloat16":
             self.echo("Binary convolutions: exact bfloat16 (--binary-conv float32 turns this off).")
+        self.batch_size = self._checked_batch_size()
+        self.data = data or self._load_data()
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.write_dir = run.output_dir if self.is_chief else pathlib.Path(tempfile.mkdtemp(prefix="bnno-worker-"))
+        _set_global_state(run)
+        self._build_model_and_optimizer()
+        self._make_checkpoints()
+        self.top_k = min(5, self.data.num_classes)
+        self.train_step = self._in_binary_conv_mode(self._make_train_step())
+        self._eval_step = self._in_binary_conv_mode(self._make_eval_step())
+
+    # -- construction, step by step -------------------------------------------------
+
+    def _checked_batch_size(self) -> int:
         replicas = self.strategy.num_replicas_in_sync
-        self.batch_size = run.hparams["batch_size"]
-        if self.batch_size % replicas:
+        batch_size = self.run.hparams["batch_size"]
+        if batch_size % replicas:
             raise UsageError(
-                f"batch_size {self.batch_size} cannot be shared evenly by {replicas} replicas; "
+                f"batch_size {batch_size} cannot be shared evenly by {replicas} replicas; "
                 f"use a multiple of {replicas}."
             )
-        self.data = data or data_lib.load(
+        return batch_size
+
+    def _load_data(self):
+        from bnno import data as data_lib
+
+        run = self.run
+        return data_lib.load(
             run.dataset, preprocess=run.preprocess, data_dir=run.data_dir,
             cache=run.data_cache, image_size=run.image_size,
         )
-        self.steps_per_epoch = self.data.train_examples // self.batch_size
-        if self.steps_per_epoch == 0:
+
+    def _steps_per_epoch(self) -> int:
+        steps = self.data.train_examples // self.batch_size
+        if steps == 0:
             raise UsageError(
                 f"batch_size {self.batch_size} is larger than the {self.data.train_examples} "
-                f"training examples of {run.dataset}; lower it with --hparams batch_size=N."
+                f"training examples of {self.run.dataset}; lower it with --hparams batch_size=N."
             )
-        if run.max_steps:
-            self.steps_per_epoch = min(self.steps_per_epoch, run.max_steps)
+        return min(steps, self.run.max_steps) if self.run.max_steps else steps
 
-        self.write_dir = run.output_dir if self.is_chief else pathlib.Path(tempfile.mkdtemp(prefix="bnno-worker-"))
-
+    def _build_model_and_optimizer(self) -> None:
         import keras
 
-        keras.utils.set_random_seed(run.seed)
-        if run.mixed_precision:
-            # Variables (Bop's kernels and moving averages included) stay float32; layers
-            # compute in 16 bits, where +-1 is still exact.
-            keras.mixed_precision.set_global_policy(_mixed_precision_policy())
+        from bnno import models, recipe
+        from bnno.nn import metrics as bnn_metrics
+
         with self.strategy.scope():
-            self.model = models.build(run.model, run.hparams, self.data.input_shape, self.data.num_classes)
-            self.optimizer = recipe.optimizer(run.hparams, self.steps_per_epoch)
+            self.model = models.build(self.run.model, self.run.hparams, self.data.input_shape, self.data.num_classes)
+            self.optimizer = recipe.optimizer(self.run.hparams, self.steps_per_epoch)
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 # float16 gradients underflow without loss scaling.
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
@@ -292,18 +189,54 @@ class Trainer:
             # compile() only attaches the optimizer: callbacks and model.save use it.
             self.model.compile(optimizer=self.optimizer, loss="sparse_categorical_crossentropy")
             self.flip_ratios = bnn_metrics.FlipRatios(self.model)
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.epoch = self.tf.Variable(0, dtype=self.tf.int64, trainable=False, name="epoch")
+
+    def _make_checkpoints(self) -> None:
+        tf = self.tf
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
         # Every worker saves (saving may need collectives); only the chief's copy is kept.
         self.checkpoints = tf.train.CheckpointManager(
-            self.checkpoint, str(self.write_dir / CHECKPOINT_DIR), max_to_keep=3
+            self.checkpoint, str(self.write_dir / run_dir.CHECKPOINT_DIR), max_to_keep=run_dir.CHECKPOINTS_KEPT
         )
-        self.checkpoint_dir = run.output_dir / CHECKPOINT_DIR
-        self.top_k = min(5, self.data.num_classes)
-        self._train_step = self._make_train_step()
-        self._eval_step = self._make_eval_step()
+        self.checkpoint_dir = self.run.output_dir / run_dir.CHECKPOINT_DIR
 
-    # -- compiled steps -------------------------------------------------------------
+    # -- checkpoints ------------------------------------------------------------------
+
+    def restore_newest_checkpoint(self, set_aside_unreadable: bool = True) -> Optional[pathlib.Path]:
+        """Restore the newest readable checkpoint of the run; returns it (``None`` when
+        the run has none yet).
+
+        An unreadable one (truncated by a full disk or a crash during a copy) is
+        reported and, with ``set_aside_unreadable``, moved into
+        ``checkpoints/unreadable/`` so that the epoch is trained and saved again;
+        nothing is deleted. ``RunError`` when none can be read.
+        """
+        candidates = run_dir.checkpoints_newest_first(self.checkpoint_dir)
+        unreadable: List[pathlib.Path] = []
+        for prefix in candidates:
+            try:
+                self.checkpoint.restore(str(prefix)).assert_existing_objects_matched()
+            except Exception as error:  # noqa: BLE001 - any failure to read means unreadable
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                self.echo(f"Checkpoint {prefix.name} in {self.checkpoint_dir} is unreadable ({reason}).")
+                unreadable.append(prefix)
+                continue
+            if unreadable and set_aside_unreadable and self.is_chief:
+                for damaged in unreadable:
+                    folder = run_dir.set_aside(damaged)
+                self.echo(f"Resuming from {prefix.name}; the unreadable checkpoints are kept in {folder}.")
+            # Flips are counted against the restored kernels, not the fresh ones.
+            self.flip_ratios.reset_reference()
+            return prefix
+        if unreadable:
+            raise RunError(
+                f"None of the {len(unreadable)} checkpoints in {self.checkpoint_dir} can be read; "
+                "nothing was changed there: copy intact checkpoint files back into it, or train "
+                "into a new --output-dir."
+            )
+        return None
+
+    # -- compiled steps ---------------------------------------------------------------
 
     def _tally(self, labels, probabilities):
         """Per replica: [top-1 correct, top-k correct, examples]."""
@@ -344,7 +277,7 @@ class Trainer:
             self.flip_ratios.update_state()
             return self._sum_over_replicas(loss), self._sum_over_replicas(tally)
 
-        return self._in_binary_conv_mode(train_step)
+        return train_step
 
     def _make_eval_step(self):
         import keras
@@ -361,7 +294,7 @@ class Trainer:
             loss, tally = self.strategy.run(replica_step, args=(images, labels))
             return self._sum_over_replicas(loss), self._sum_over_replicas(tally)
 
-        return self._in_binary_conv_mode(eval_step)
+        return eval_step
 
     def _in_binary_conv_mode(self, step):
         """``step``, traced (on its first call) in the run's binary convolution mode."""
@@ -373,9 +306,10 @@ class Trainer:
 
         return call
 
-    # -- epochs ---------------------------------------------------------------------
+    # -- epochs -----------------------------------------------------------------------
 
-    def _distributed(self, dataset):
+    def distribute(self, dataset):
+        """``dataset``'s batches split over the strategy's replicas."""
         return self.strategy.experimental_distribute_dataset(dataset)
 
     def train_epoch(self, epoch: int, callbacks) -> Dict[str, float]:
@@ -384,9 +318,9 @@ class Trainer:
         loss_sum, tally = 0.0, [0.0, 0.0, 0.0]
         self.flip_ratios.reset_state()
         steps = 0
-        for images, labels in self._distributed(dataset.take(self.steps_per_epoch)):
+        for images, labels in self.distribute(dataset.take(self.steps_per_epoch)):
             callbacks.on_train_batch_begin(steps)
-            loss, step_tally = self._train_step(images, labels)
+            loss, step_tally = self.train_step(images, labels)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise RunError(
@@ -407,13 +341,13 @@ class Trainer:
         if max_steps:
             dataset = dataset.take(max_steps)
         loss_sum, tally = 0.0, [0.0, 0.0, 0.0]
-        for images, labels in self._distributed(dataset):
+        for images, labels in self.distribute(dataset):
             loss, step_tally = self._eval_step(images, labels)
             loss_sum += float(loss)
             tally = [a + float(b) for a, b in zip(tally, step_tally)]
         return {"loss": loss_sum / max(tally[2], 1.0), **_accuracies(tally)}
 
-    def _rates(self) -> Dict[str, float]:
+    def rates(self) -> Dict[str, float]:
         """The learning rate and, for Bop, gamma that the next step will use."""
         import keras
 
@@ -427,16 +361,23 @@ class Trainer:
         return rates
 
 
-def _callbacks(trainer: Trainer, epochs: int, history: History):
+def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
     import keras
 
     run = trainer.run
 
     class EpochRecords(keras.callbacks.Callback):
-        """Writes the history row, then the checkpoint, after every epoch."""
+        """Writes the history row (with the training wall time so far, summed over
+        resumes), then the checkpoint, after every epoch."""
+
+        wall_seconds = history.wall_seconds
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.began = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            history.append(epoch + 1, logs)
+            self.wall_seconds += time.monotonic() - self.began
+            history.append(epoch + 1, {**logs, "wall_seconds": self.wall_seconds})
             trainer.epoch.assign(epoch + 1)
             trainer.checkpoints.save(checkpoint_number=epoch + 1)
 
@@ -453,31 +394,37 @@ def _callbacks(trainer: Trainer, epochs: int, history: History):
     )
 
 
+def _absolute_if_folder(dataset: str) -> str:
+    """An image folder's absolute path (so the run can be resumed and evaluated from
+    any working directory); a tfds name as given."""
+    from bnno import data
+
+    return os.path.abspath(os.path.expanduser(dataset)) if data.is_folder(dataset) else dataset
+
+
 def train(run: Run, echo=print) -> Dict[str, Any]:
     """Train ``run`` to its last epoch, resuming from ``run.output_dir`` if it holds
     the same run; returns ``{"epochs": finished epochs, "history": [rows]}``."""
-    run.output_dir = pathlib.Path(run.output_dir)
-    resuming = (run.output_dir / HPARAMS_FILE).exists()
-    if resuming:
-        _check_resumable(run)
+    run.dataset = _absolute_if_folder(run.dataset)
+    resuming = (run.output_dir / run_dir.HPARAMS_FILE).exists()
+    recorded_epochs = run_dir.check_resumable(run) if resuming else None
     with restoring_precision_policy():
         trainer = Trainer(run, echo=echo)
-        return _train(trainer, resuming)
+        return _train(trainer, resuming, recorded_epochs)
 
 
-def _train(trainer: "Trainer", resuming: bool) -> Dict[str, Any]:
+def _train(trainer: Trainer, resuming: bool, recorded_epochs: Optional[int]) -> Dict[str, Any]:
     run, echo = trainer.run, trainer.echo
     if trainer.is_chief:
         run.output_dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
-            _write_hparams_file(run)
-    latest = trainer.tf.train.latest_checkpoint(str(trainer.checkpoint_dir))
-    if latest:
-        trainer.checkpoint.restore(latest).assert_existing_objects_matched()
-        # Flips are counted against the restored kernels, not the fresh ones.
-        trainer.flip_ratios.reset_reference()
+            run_dir.write_record(run)
+    trainer.restore_newest_checkpoint()
     start, epochs = int(trainer.epoch.numpy()), run.hparams["epochs"]
-    history = History(trainer.write_dir / HISTORY_FILE, keep_epochs=start)
+    if recorded_epochs is not None and trainer.is_chief:
+        run_dir.record_extension(run, recorded_epochs, at_epoch=start)
+        echo(f"Epochs of this run: {recorded_epochs} -> {epochs} (recorded in {run_dir.HPARAMS_FILE}).")
+    history = run_dir.History(trainer.write_dir / run_dir.HISTORY_FILE, keep_epochs=start)
     echo(f"Training {run.model} on {run.dataset} ({run.hparams_set}) into {run.output_dir}")
     if start >= epochs:
         echo(f"This run already finished all {epochs} epochs; nothing to train.")
@@ -486,20 +433,25 @@ def _train(trainer: "Trainer", resuming: bool) -> Dict[str, Any]:
             echo(f"Resuming after epoch {start} of {epochs}.")
         elif trainer.is_chief:
             _write_summary(trainer, echo)
-        callbacks = _callbacks(trainer, epochs, history)
-        callbacks.on_train_begin()
-        for epoch in range(start, epochs):
-            callbacks.on_epoch_begin(epoch)
-            logs = trainer.train_epoch(epoch, callbacks)
-            logs.update({f"val_{k}": v for k, v in trainer.evaluate(run.max_steps).items()})
-            logs.update(trainer.flip_ratios.results())
-            logs.update(trainer._rates())
-            callbacks.on_epoch_end(epoch, logs)
-        callbacks.on_train_end()
+        _run_epochs(trainer, start, epochs, history)
     _export(trainer)
     if not trainer.is_chief:
         shutil.rmtree(trainer.write_dir, ignore_errors=True)
     return {"epochs": int(trainer.epoch.numpy()), "history": history.rows}
+
+
+def _run_epochs(trainer: Trainer, start: int, epochs: int, history: run_dir.History) -> None:
+    run = trainer.run
+    callbacks = _callbacks(trainer, epochs, history)
+    callbacks.on_train_begin()
+    for epoch in range(start, epochs):
+        callbacks.on_epoch_begin(epoch)
+        logs = trainer.train_epoch(epoch, callbacks)
+        logs.update({f"val_{k}": v for k, v in trainer.evaluate(run.max_steps).items()})
+        logs.update(trainer.flip_ratios.results())
+        logs.update(trainer.rates())
+        callbacks.on_epoch_end(epoch, logs)
+    callbacks.on_train_end()
 
 
 def _write_summary(trainer: Trainer, echo) -> None:
@@ -507,7 +459,7 @@ def _write_summary(trainer: Trainer, echo) -> None:
 
     lines: List[str] = []
     summary.summary(trainer.model, print_fn=lines.append)
-    _atomic_write(trainer.write_dir / SUMMARY_FILE, "\n".join(lines) + "\n")
+    run_dir.atomic_write(trainer.write_dir / run_dir.SUMMARY_FILE, "\n".join(lines) + "\n")
     if trainer.run.verbose:
         for line in lines:
             echo(line)
@@ -518,30 +470,31 @@ def _export(trainer: Trainer) -> None:
     from bnno.nn.context import quantized_scope
 
     out = trainer.write_dir
-    temporary = out / f".{MODEL_FILE}.tmp.keras"
+    temporary = out / f".{run_dir.MODEL_FILE}.tmp.keras"
     trainer.model.save(temporary)
-    os.replace(temporary, out / MODEL_FILE)
-    temporary = out / f".{BINARY_WEIGHTS_FILE}.tmp.weights.h5"
+    os.replace(temporary, out / run_dir.MODEL_FILE)
+    temporary = out / f".{run_dir.BINARY_WEIGHTS_FILE}.tmp.weights.h5"
     with quantized_scope():
         trainer.model.save_weights(temporary)
-    os.replace(temporary, out / BINARY_WEIGHTS_FILE)
+    os.replace(temporary, out / run_dir.BINARY_WEIGHTS_FILE)
 
 
-def evaluate(output_dir, echo=print) -> Dict[str, float]:
+def evaluate(output_dir, data_dir: Optional[str] = None, echo=print) -> Dict[str, float]:
     """Top-1 and top-5 on the validation split of the run in ``output_dir``, from its
-    latest checkpoint (a finished or a running run)."""
+    newest readable checkpoint (a finished or a running run). The data set is read
+    from ``data_dir`` if given, else from where the run recorded it."""
     output_dir = pathlib.Path(output_dir)
-    record = read_run_record(output_dir)
+    record = run_dir.read_record(output_dir)
     run = Run(
         model=record["model"], dataset=record["dataset"], hparams_set=record["hparams_set"],
         hparams=record["hparams"], output_dir=output_dir, preprocess=record["preprocess"],
-        image_size=record.get("image_size"), seed=record.get("seed", 0), verbose=0,
+        data_dir=data_dir or record.get("data_dir"), image_size=record.get("image_size"),
+        seed=record.get("seed", 0), mixed_precision=record.get("mixed_precision", False),
+        tf32=record.get("tf32", False), verbose=0,
     )
-    trainer = Trainer(run, echo=echo)
-    latest = trainer.tf.train.latest_checkpoint(str(trainer.checkpoint_dir))
-    if latest is None:
-        raise RunError(f"{output_dir} has no checkpoint yet: it has not finished an epoch.")
-    trainer.checkpoint.restore(latest).expect_partial()
-    results = trainer.evaluate()
+    with restoring_precision_policy():
+        trainer = Trainer(run, echo=echo)
+        if trainer.restore_newest_checkpoint(set_aside_unreadable=False) is None:
+            raise RunError(f"{output_dir} has no checkpoint yet: it has not finished an epoch.")
+        results = trainer.evaluate()
     return {"epoch": int(trainer.epoch.numpy()), **results}
-
