@@ -1,6 +1,7 @@
 """Optimizers for BNNs: Bop, and CaseOptimizer to train binary and real-valued
 variables with different optimizers (larq ``optimizers``)."""
 
+import copy
 import warnings
 from typing import Callable, List, Optional, Tuple
 
@@ -99,6 +100,9 @@ class Bop(keras.optimizers.Optimizer):
 
 Predicate = Callable[[object], bool]
 
+# Base-optimizer settings that belong to each held optimizer, not to CaseOptimizer.
+_PER_OPTIMIZER_SETTINGS = ("weight_decay", "use_ema", "gradient_accumulation_steps")
+
 
 def _variable_key(variable) -> str:
     # Paths ("quant_dense/kernel") are unique within a model and survive saving.
@@ -123,6 +127,18 @@ class CaseOptimizer(keras.optimizers.Optimizer):
 
     The variable-to-optimizer assignment is computed once, in ``build``, and saved in
     the config by variable path, so a saved model reloads with the same assignment.
+
+    Of the base ``keras.optimizers.Optimizer`` settings, CaseOptimizer applies
+    ``clipnorm``, ``clipvalue`` and ``global_clipnorm`` itself, to every gradient
+    before handing it to the optimizer that claims its variable (``global_clipnorm``
+    scales all gradients by their joint norm, across optimizers), and divides by
+    ``loss_scale_factor``; the optimizers it holds then apply their own settings too.
+    Under a ``tf.distribute`` strategy the clipping sees each replica's gradients, as
+    Keras's own optimizers do. ``weight_decay``, ``use_ema`` and
+    ``gradient_accumulation_steps`` only make sense per optimizer (weight decay on
+    Bop's binary weights is meaningless), so CaseOptimizer refuses them: give them to
+    the optimizers it holds. Its config (larq's ``get_config``: the held optimizers'
+    configs merged with the base settings) therefore holds exactly what it applies.
     """
 
     def __init__(
@@ -155,7 +171,13 @@ class CaseOptimizer(keras.optimizers.Optimizer):
                 "default_optimizer must be a keras.optimizers.Optimizer or None, "
                 f"got {default_optimizer!r}."
             )
-        kwargs.pop("learning_rate", None)
+        for setting in _PER_OPTIMIZER_SETTINGS:
+            if kwargs.get(setting):
+                raise ValueError(
+                    f"CaseOptimizer does not apply {setting}; give it to the optimizers it "
+                    f"holds instead (e.g. keras.optimizers.Adam(..., {setting}=...))."
+                )
+        kwargs.pop("learning_rate", None)  # the default optimizer's (see learning_rate)
         super().__init__(learning_rate=0.0, name=name, **kwargs)
         self.predicates: List[Predicate] = [p for p, _ in predicate_optimizer_pairs]
         self.optimizers: List[keras.optimizers.Optimizer] = [
@@ -227,6 +249,7 @@ class CaseOptimizer(keras.optimizers.Optimizer):
         grads = list(grads)
         if self.loss_scale_factor is not None:
             grads = [g if g is None else g / self.loss_scale_factor for g in grads]
+        grads = self._clip_gradients(grads)
         for optimizer, (group_grads, group_variables) in zip(
             self.optimizers, self._split(grads, trainable_variables)
         ):
@@ -258,24 +281,30 @@ class CaseOptimizer(keras.optimizers.Optimizer):
             keras.optimizers.Optimizer.learning_rate.fset(self, value)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "optimizers": [keras.optimizers.serialize(o) for o in self.optimizers],
-            "has_default_optimizer": self.default_optimizer is not None,
-            "assignment": self.assignment,
-        }
+        """The base settings (name, clipping, loss scale) merged with the held
+        optimizers' configs and the variable assignment."""
+        config = super().get_config()
+        del config["learning_rate"]  # the default optimizer's, saved in its config
+        config.update(
+            optimizers=[keras.optimizers.serialize(o) for o in self.optimizers],
+            has_default_optimizer=self.default_optimizer is not None,
+            assignment=self.assignment,
+        )
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        config = copy.deepcopy(config)  # Keras's from_config rewrites nested configs in place
         optimizers = [
             keras.optimizers.deserialize(c, custom_objects=custom_objects)
-            for c in config["optimizers"]
+            for c in config.pop("optimizers")
         ]
-        default = optimizers.pop() if config["has_default_optimizer"] else None
-        assignment = config.get("assignment") or {}
+        default = optimizers.pop() if config.pop("has_default_optimizer") else None
+        assignment = config.pop("assignment", None) or {}
+        config.pop("learning_rate", None)
         # The predicates themselves are not serialized; the saved assignment is.
         pairs = [(_ClaimsPaths(assignment, i), o) for i, o in enumerate(optimizers)]
-        case = cls(*pairs, default_optimizer=default, name=config["name"])
+        case = cls(*pairs, default_optimizer=default, **config)
         case.assignment = assignment or None
         return case
 

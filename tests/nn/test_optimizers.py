@@ -179,6 +179,88 @@ def test_sub_optimizer_state_survives_a_checkpoint(tmp_path):
     assert int(fresh_case.optimizers[0].iterations) == 3
 
 
+@pytest.mark.parametrize(
+    "setting, expected_a, expected_b",
+    [
+        # gradients a = [3, 0], b = [4], SGD(1.0) from zero: each update is -gradient
+        ({}, [-3.0, 0.0], [-4.0]),
+        ({"clipnorm": 1.0}, [-1.0, 0.0], [-1.0]),  # each gradient to norm 1
+        ({"global_clipnorm": 1.0}, [-0.6, 0.0], [-0.8]),  # joint norm 5 -> 1
+        ({"clipvalue": 0.5}, [-0.5, 0.0], [-0.5]),
+    ],
+)
+def test_case_optimizer_clips_gradients_across_its_optimizers(setting, expected_a, expected_b):
+    a = keras.Variable(np.zeros(2, np.float32), name="a")
+    b = keras.Variable(np.zeros(1, np.float32), name="b")
+    case = CaseOptimizer(
+        (lambda variable: variable.path == "a", keras.optimizers.SGD(1.0)),
+        default_optimizer=keras.optimizers.SGD(1.0),
+        **setting,
+    )
+    case.apply_gradients([(tf.constant([3.0, 0.0]), a), (tf.constant([4.0]), b)])
+    np.testing.assert_allclose(a.numpy(), expected_a, rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), expected_b, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "setting", [{"weight_decay": 0.1}, {"use_ema": True}, {"gradient_accumulation_steps": 2}]
+)
+def test_case_optimizer_refuses_settings_that_belong_to_its_optimizers(setting):
+    (name,) = setting
+    with pytest.raises(ValueError, match=f"CaseOptimizer does not apply {name}; give it to"):
+        CaseOptimizer((Bop.is_binary_variable, Bop()), **setting)
+
+
+def test_case_optimizer_config_keeps_base_and_sub_optimizer_settings(tmp_path):
+    threshold = keras.optimizers.schedules.PiecewiseConstantDecay([10], [1e-5, 1e-7])
+    gamma = keras.optimizers.schedules.PolynomialDecay(1e-3, 100, 1e-5, power=1.0)
+    learning_rate = keras.optimizers.schedules.ExponentialDecay(0.01, 50, 0.5)
+    model = two_layer_model()
+    model.compile(
+        optimizer=CaseOptimizer(
+            (Bop.is_binary_variable, Bop(threshold=threshold, gamma=gamma)),
+            default_optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.8, clipvalue=0.3),
+            global_clipnorm=2.5,
+            loss_scale_factor=4.0,
+            name="case",
+        ),
+        loss="mse",
+    )
+    model.fit(np.ones((8, 4), np.float32), np.ones((8, 2), np.float32), epochs=1, verbose=0)
+    config = model.optimizer.get_config()
+    model.save(tmp_path / "case.keras")
+    restored = [
+        CaseOptimizer.from_config(config),
+        keras.saving.load_model(tmp_path / "case.keras").optimizer,
+    ]
+    for case in restored:
+        assert case.get_config() == config
+        assert (case.name, case.global_clipnorm, case.clipnorm, case.clipvalue) == ("case", 2.5, None, None)
+        assert case.loss_scale_factor == 4.0
+        assert case.assignment == {"binary/kernel": 0, "real/kernel": 1, "real/bias": 1}
+        bop, adam = case.optimizers
+        assert bop.threshold.get_config() == threshold.get_config()
+        assert bop._learning_rate.get_config() == gamma.get_config()
+        assert adam._learning_rate.get_config() == learning_rate.get_config()
+        assert (adam.beta_1, adam.clipvalue) == (0.8, 0.3)
+
+
+def test_case_optimizer_configs_saved_before_base_settings_still_load():
+    old = {  # what bnno saved before CaseOptimizer's config held the base settings
+        "name": "optimizer_case",
+        "optimizers": [
+            keras.optimizers.serialize(Bop(1e-6, 1e-3)),
+            keras.optimizers.serialize(keras.optimizers.Adam(0.01)),
+        ],
+        "has_default_optimizer": True,
+        "assignment": {"binary/kernel": 0, "real/kernel": 1},
+    }
+    case = CaseOptimizer.from_config(old)
+    assert (case.clipnorm, case.global_clipnorm, case.clipvalue) == (None, None, None)
+    assert case.assignment == old["assignment"]
+    assert case.optimizers[0].threshold == 1e-6
+
+
 def test_fit_learns_a_separable_problem_with_bop_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     # Two classes: noise plus or minus a +-1 template (a margin of 0.6 * 8 standard
