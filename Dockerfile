@@ -47,11 +47,13 @@ RUN set -eu; \
     chmod 1777 /home/bnno; \
     ln -s /logs /home/bnno/bnno-logs
 
-# Only what `pip install .` reads (setup.py reads README.md); .dockerignore keeps the
-# rest of the repository out of the build context.
+# Only what `pip install .` reads (setup.py reads README.md and installs hparams/, the
+# hyperparameter sets, into the package); .dockerignore keeps the rest of the
+# repository out of the build context.
 WORKDIR /tmp/bnno-src
 COPY pyproject.toml setup.py README.md ./
 COPY bnno ./bnno
+COPY hparams ./hparams
 
 # Install bnno (not editable: the source directory is removed afterwards) next to the
 # image's TensorFlow. pip keeps an installed version that satisfies a requirement, and

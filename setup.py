@@ -11,8 +11,15 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["bnno", "bnno.*"]),
-    package_data={"bnno": ["hparams/*.yaml"]},
+    # The hyperparameter sets live in the repository's top-level hparams/ folder and are
+    # installed as the package bnno.hparams_sets, read with importlib.resources: a wheel
+    # (and so a plain `pip install .` and the Docker image) carries the YAML files, and
+    # an editable install maps the package to the folder itself, so edits take effect
+    # without reinstalling. hparams/__init__.py makes the folder a package that
+    # setuptools' editable import hook can map.
+    packages=find_packages(include=["bnno", "bnno.*"]) + ["bnno.hparams_sets"],
+    package_dir={"bnno.hparams_sets": "hparams"},
+    package_data={"bnno.hparams_sets": ["*.yaml"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9",
@@ -21,6 +28,8 @@ setup(
         "click>=8.1",
         "pyyaml>=6",
         "tensorboard>=2.21,<2.22",
+        # bnno report's figures (plots are part of reproducing a paper).
+        "matplotlib>=3.8",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["bnno=bnno.cli:main"]},

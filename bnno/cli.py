@@ -32,7 +32,8 @@ def _reporting_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        _quiet_tensorflow()
+        if not kwargs.get("verbose"):
+            _quiet_tensorflow()
         try:
             return command(*args, **kwargs)
         except UsageError as error:
@@ -44,6 +45,23 @@ def _reporting_errors(command):
                 "Interrupted. Checkpoints of finished epochs are kept; run the same command "
                 "with the same --output-dir to resume."
             ) from None
+
+    return wrapper
+
+
+def _starting_tensorflow(command):
+    """Adds ``--verbose`` to a command that imports TensorFlow; without it, TensorFlow
+    is imported first with its start-up chatter filtered out (``bnno.quiet``)."""
+
+    @click.option("--verbose", is_flag=True,
+                  help="Keep TensorFlow's start-up messages (CUDA, oneDNN, CPU features).")
+    @functools.wraps(command)
+    def wrapper(*args, verbose, **kwargs):
+        if not verbose:
+            from bnno import quiet
+
+            quiet.start_tensorflow()
+        return command(*args, **kwargs)
 
     return wrapper
 
@@ -66,15 +84,32 @@ def _model_name(name: str) -> str:
     return models.canonical(name)
 
 
-def _resolve_hparams(model: str, hparams_set: str, overrides: str):
+def _resolve_hparams(model: str, hparams_set, overrides: str, hparams_file):
+    """(set name, validated hyperparameters): ``hparams_set``, or the default set of the
+    model (of ``hparams_file``, a user's YAML file of sets, when given)."""
     from bnno import hparams
 
-    return hparams.resolve(model, hparams_set, overrides)
+    if hparams_set is None:
+        hparams_set = hparams.default_set(model, hparams_file)
+    return hparams_set, hparams.resolve(model, hparams_set, overrides, file=hparams_file)
+
+
+def _preprocess_name(preprocess, dataset: str) -> str:
+    """``preprocess``, or the default preprocess function of ``dataset`` when None."""
+    from bnno import data
+
+    return data.default_preprocess(dataset) if preprocess is None else preprocess
 
 
 hparams_set_option = click.option(
-    "--hparams-set", default="default", show_default=True, metavar="SET",
-    help="Named hyperparameter set of the model (see `bnno list hparams`).",
+    "--hparams-set", default=None, metavar="SET",
+    help="Named hyperparameter set of the model, or of --hparams-file (default: its default "
+    "set; see `bnno list hparams`).",
+)
+hparams_file_option = click.option(
+    "--hparams-file", default=None, metavar="FILE",
+    help="A YAML file of your own sets, laid out like bnno's hparams/<model>.yaml; a set may "
+    "extend a built-in one (extends: binarynet:bop).",
 )
 hparams_option = click.option(
     "--hparams", "overrides", default="", metavar="K=V,...",
@@ -86,8 +121,9 @@ dataset_option = click.option(
     "image folder laid out <split>/<class>/<image>.",
 )
 preprocess_option = click.option(
-    "--preprocess-fn", "preprocess", default="default", show_default=True, metavar="NAME",
-    help="Preprocess function of the data set (see `bnno list preprocess`).",
+    "--preprocess-fn", "preprocess", default=None, metavar="NAME",
+    help="Preprocess function of the data set (default: the data set's, e.g. the paper's "
+    "resize_and_flip for cifar10; see `bnno list preprocess`).",
 )
 image_size_option = click.option(
     "--image-size", type=click.IntRange(min=1), default=None, metavar="N",
@@ -116,50 +152,67 @@ data_dir_option = click.option(
 )
 
 
+def run_options(command):
+    """The options of ``bnno train`` that every run of a command shares (``train``,
+    ``sweep``); they arrive as keyword arguments named like ``run_dir.Run``'s fields."""
+    options = [
+        preprocess_option,
+        data_dir_option,
+        click.option("--data-cache", default=None, metavar="memory|DIR",
+                     help="Cache decoded data in memory or in files under DIR."),
+        image_size_option,
+        click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
+                     help="Write TensorBoard events."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Quick run: at most N training (and validation) steps per epoch."),
+        click.option("--log-every", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Also write loss, accuracy and flip ratio to TensorBoard every N steps."),
+        strategy_option,
+        mixed_precision_option,
+        jit_compile_option,
+        binary_conv_option,
+        click.option("--tf32/--no-tf32", default=False, show_default=True,
+                     help="TensorFloat-32 matrix products on GPUs that have them (faster; off "
+                     "reproduces the paper's float32 numerics)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _absolute_file(path):
+    return str(pathlib.Path(path).expanduser().resolve()) if path else None
+
+
 @cli.command()
 @click.argument("model")
 @dataset_option
 @hparams_set_option
 @hparams_option
-@preprocess_option
-@data_dir_option
-@click.option("--data-cache", default=None, metavar="memory|DIR",
-              help="Cache decoded data in memory or in files under DIR.")
-@image_size_option
+@hparams_file_option
 @click.option("--output-dir", "--logdir", "output_dir", type=click.Path(file_okay=False), default=None,
               metavar="DIR", help="The run's directory; the same directory again resumes the run.")
 @click.option("--output-prefix", default="~/bnno-logs", show_default=True, metavar="DIR",
               help="Without --output-dir, runs go to PREFIX/<dataset>/<model>/<set>_<timestamp>.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and augmentation.")
-@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True, help="Write TensorBoard events.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Quick run: at most N training (and validation) steps per epoch.")
-@strategy_option
-@mixed_precision_option
-@jit_compile_option
-@binary_conv_option
-@click.option("--tf32/--no-tf32", default=False, show_default=True,
-              help="TensorFloat-32 matrix products on GPUs that have them (faster; off reproduces "
-              "the paper's float32 numerics).")
+@run_options
 @_reporting_errors
-def train(model, dataset, hparams_set, overrides, preprocess, data_dir, data_cache, image_size,
-          output_dir, output_prefix, seed, tensorboard, max_steps, strategy, mixed_precision,
-          jit_compile, binary_conv, tf32):
+@_starting_tensorflow
+def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, output_prefix, seed, **options):
     """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet) on a data set."""
     from bnno import hparams as hp
     from bnno import run_dir, training
 
     model = _model_name(model)
-    resolved = _resolve_hparams(model, hparams_set, overrides)
+    hparams_set, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
+    options["preprocess"] = _preprocess_name(options["preprocess"], dataset)
     if output_dir is None:
         output_dir = run_dir.default_output_dir(output_prefix, dataset, model, hparams_set)
     run = training.Run(
         model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
-        output_dir=pathlib.Path(output_dir).expanduser(), preprocess=preprocess,
-        overrides=hp.parse_overrides(overrides), data_dir=data_dir, data_cache=data_cache,
-        image_size=image_size, seed=seed, max_steps=max_steps, tensorboard=tensorboard,
-        strategy=strategy, mixed_precision=mixed_precision, jit_compile=jit_compile,
-        binary_conv=binary_conv, tf32=tf32, command_line=shlex.join(["bnno", *sys.argv[1:]]),
+        output_dir=pathlib.Path(output_dir).expanduser(), overrides=hp.parse_overrides(overrides),
+        hparams_file=_absolute_file(hparams_file), seed=seed,
+        command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
     )
     result = training.train(run, echo=click.echo)
     last = result["history"][-1] if result["history"] else {}
@@ -172,6 +225,7 @@ def train(model, dataset, hparams_set, overrides, preprocess, data_dir, data_cac
 @cli.command(name="list")
 @click.argument("topic", required=False, default=None, metavar="[models|hparams|preprocess|datasets]")
 @_reporting_errors
+@_starting_tensorflow
 def list_(topic):
     """What is registered: models, hyperparameter sets with their values, preprocess
     functions and data sets."""
@@ -195,21 +249,31 @@ def _list_models():
         yield name + (f" (also: {', '.join(aliases)})" if aliases else "")
 
 
+def _default_first(names, default):
+    """(name, label) of each of ``names``: ``default`` first, labelled "(default)"."""
+    yield default, f"{default} (default)"
+    yield from ((name, name) for name in names if name != default)
+
+
 def _list_hparams():
     from bnno import hparams, models
 
     for model in models.names():
-        for set_name in hparams.set_names(model):
+        for set_name, label in _default_first(hparams.set_names(model), hparams.default_set(model)):
             values = hparams.load(model, set_name)
-            yield f"{model} {set_name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+            yield f"{model} {label}: " + ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def _list_preprocess():
     from bnno import data
 
+    def functions(dataset):
+        names = _default_first(data.preprocess_names(dataset), data.default_preprocess(dataset))
+        return ", ".join(label for _, label in names)
+
     for dataset in data.known_datasets():
-        yield f"{dataset}: {', '.join(data.preprocess_names(dataset))}"
-    yield f"other data sets and image folders: {', '.join(data.preprocess_names('mnist'))}"
+        yield f"{dataset}: {functions(dataset)}"
+    yield f"other data sets and image folders: {functions('mnist')}"
 
 
 def _list_datasets():
@@ -231,21 +295,25 @@ _LISTERS = {
 @dataset_option
 @hparams_set_option
 @hparams_option
+@hparams_file_option
 @preprocess_option
 @data_dir_option
 @image_size_option
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the totals.")
 @_reporting_errors
-def summary(model, dataset, hparams_set, overrides, preprocess, data_dir, image_size, as_json):
+@_starting_tensorflow
+def summary(model, dataset, hparams_set, overrides, hparams_file, preprocess, data_dir, image_size,
+            as_json):
     """Per-layer bits, parameters, MACs and memory of MODEL for a data set's input
     shape and classes (no download needed)."""
     from bnno import data, models
     from bnno.nn import summary as bnn_summary
 
     model = _model_name(model)
-    resolved = _resolve_hparams(model, hparams_set, overrides)
+    _, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
     input_shape, num_classes = data.describe(
-        dataset, preprocess=preprocess, data_dir=data_dir, image_size=image_size
+        dataset, preprocess=_preprocess_name(preprocess, dataset), data_dir=data_dir,
+        image_size=image_size,
     )
     keras_model = models.build(model, resolved, input_shape, num_classes)
     result = bnn_summary.summary(keras_model, print_fn=click.echo)
@@ -257,6 +325,7 @@ def summary(model, dataset, hparams_set, overrides, preprocess, data_dir, image_
 @click.argument("model")
 @hparams_set_option
 @hparams_option
+@hparams_file_option
 @click.option("--dataset", default=None, metavar="DATASET",
               help="Whose input shape and classes to use (default: cifar10 for binarynet, "
               "imagenet2012 for the others); no download needed.")
@@ -274,14 +343,17 @@ def summary(model, dataset, hparams_set, overrides, preprocess, data_dir, image_
 @binary_conv_option
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 @_reporting_errors
-def benchmark(model, hparams_set, overrides, dataset, batch_size, steps, warmup, pipeline,
-              preprocess, strategy, mixed_precision, jit_compile, binary_conv, as_json):
+@_starting_tensorflow
+def benchmark(model, hparams_set, overrides, hparams_file, dataset, batch_size, steps, warmup,
+              pipeline, preprocess, strategy, mixed_precision, jit_compile, binary_conv, as_json):
     """Training images per second of MODEL on synthetic in-memory data (and, with
     --pipeline, of the input pipeline)."""
     from bnno import benchmark as bench
 
     model = _model_name(model)
-    resolved = _resolve_hparams(model, hparams_set, overrides)
+    hparams_set, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
+    dataset = dataset or bench.DEFAULT_DATASETS.get(model, bench.IMAGENET)
+    preprocess = _preprocess_name(preprocess, dataset)
     result = bench.benchmark(
         model, hparams_set, resolved, dataset=dataset, batch_size=batch_size, steps=steps,
         warmup=warmup, pipeline=pipeline, preprocess=preprocess, strategy=strategy,
@@ -307,6 +379,7 @@ def benchmark(model, hparams_set, overrides, dataset, batch_size, steps, warmup,
               help="Where tensorflow-datasets keeps prepared data sets (default: the one the run "
               "was trained with).")
 @_reporting_errors
+@_starting_tensorflow
 def evaluate(output_dir, data_dir):
     """Top-1 and top-5 accuracy on the validation split of a finished or running run."""
     from bnno import training
@@ -322,6 +395,7 @@ def evaluate(output_dir, data_dir):
 @click.argument("datasets", nargs=-1, required=True)
 @data_dir_option
 @_reporting_errors
+@_starting_tensorflow
 def prepare(datasets, data_dir):
     """Download and prepare data sets ahead of training (where there is network)."""
     from bnno import data
@@ -342,6 +416,37 @@ def tensorboard(logdir, port):
         raise UsageError(f"There are no runs at {logdir}; pass --logdir with a directory of runs.")
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port)]
     sys.exit(subprocess.call(command))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...",
+                type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
+              metavar="FILE", help="Write the report to FILE: .html (one self-contained file) or .md "
+              "(Markdown linking the plots' PNGs).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=pathlib.Path),
+              default=None, metavar="DIR",
+              help="Write the plots as PNGs into DIR (for .md, default: <name>_plots/ next to it).")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of every run.")
+@_reporting_errors
+def report(paths, output, plots_dir, as_json):
+    """Table, plots and paper comparison of runs: each PATH is a run directory or a
+    directory of runs (a sweep). Reads only the runs' files; runs may still be training."""
+    from bnno import report as reporting
+
+    if output is not None:
+        reporting.output_format(output)
+    result = reporting.collect(paths)
+    click.echo(result.table())
+    for source in result.sources():
+        click.echo(f"Paper: {source}")
+    for note in result.notes():
+        click.echo(note)
+    if output is not None or plots_dir is not None:
+        for path in reporting.write(result, output=output, plots_dir=plots_dir):
+            click.echo(f"Wrote {path}")
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
 
 
 def main():

@@ -61,6 +61,7 @@ class Run:
     seed: int = 0
     max_steps: Optional[int] = None  # a quick run: at most this many steps per epoch
     tensorboard: bool = True
+    log_every: Optional[int] = None  # also log loss, accuracy and flip ratio every N steps
     strategy: str = "auto"
     mixed_precision: bool = False
     jit_compile: bool = False

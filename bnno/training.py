@@ -364,6 +364,8 @@ class Trainer:
 def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
     import keras
 
+    from bnno.progress import progress_callback
+
     run = trainer.run
 
     class EpochRecords(keras.callbacks.Callback):
@@ -388,13 +390,19 @@ def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
                 log_dir=str(run.output_dir), write_graph=False, profile_batch=0, update_freq="epoch"
             )
         )
+        if run.log_every:
+            callbacks.append(_step_summaries(trainer, run.log_every))
+    if run.verbose > 0 and trainer.is_chief:
+        # Last, so that an epoch's time includes writing its checkpoint. Keras's bar in
+        # a terminal; plain lines in log files (Slurm, docker logs, > run.log).
+        callbacks.append(progress_callback(trainer.steps_per_epoch, epochs, trainer.batch_size, echo=trainer.echo))
     return keras.callbacks.CallbackList(
-        callbacks, add_progbar=run.verbose > 0 and trainer.is_chief, model=trainer.model,
+        callbacks, add_progbar=False, model=trainer.model,
         epochs=epochs, steps=trainer.steps_per_epoch, verbose=run.verbose,
     )
 
 
-def _absolute_if_folder(dataset: str) -> str:
+def absolute_if_folder(dataset: str) -> str:
     """An image folder's absolute path (so the run can be resumed and evaluated from
     any working directory); a tfds name as given."""
     from bnno import data
@@ -402,10 +410,59 @@ def _absolute_if_folder(dataset: str) -> str:
     return os.path.abspath(os.path.expanduser(dataset)) if data.is_folder(dataset) else dataset
 
 
+def _step_summaries(trainer: Trainer, every: int):
+    """A callback writing loss, accuracy and flip ratio every ``every`` steps to
+    TensorBoard (``train/``, tags ``step_*``, x axis the global step): the paper plots
+    the flip ratio per iteration (Helwegen et al., 2019, figure 3). Loss and accuracy
+    are the means over the epoch so far; the flip ratio is over the last ``every`` steps."""
+    import keras
+
+    tf = trainer.tf
+
+    class StepSummaries(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.writer = tf.summary.create_file_writer(str(trainer.run.output_dir / "train"))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.counted = epoch, (0.0, 0.0)  # the flip counts restart each epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (batch + 1) % every:
+                return
+            counted = trainer.flip_ratios.counts()
+            flips, seen = (now - before for now, before in zip(counted, self.counted))
+            self.counted = counted
+            with self.writer.as_default(step=self.epoch * trainer.steps_per_epoch + batch + 1):
+                tf.summary.scalar("step_loss", logs["loss"])
+                tf.summary.scalar("step_accuracy", logs["accuracy"])
+                if seen:
+                    tf.summary.scalar("step_flip_ratio", flips / seen)
+
+        def on_train_end(self, logs=None):
+            self.writer.close()
+
+    return StepSummaries()
+
+
+def _write_hparams_summary(run: Run) -> None:
+    """The run's hyperparameters for TensorBoard's HParams plugin (its table and
+    parallel coordinates compare the runs of a sweep by them); the plugin reads the
+    final metrics from the run's own scalars (``validation/epoch_accuracy``, ...)."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    values = {"model": run.model, "dataset": run.dataset, "hparams_set": run.hparams_set, "seed": run.seed}
+    for key, value in run.hparams.items():
+        if value is not None:
+            values[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    with tf.summary.create_file_writer(str(run.output_dir)).as_default():
+        hparams_api.hparams(values, trial_id=run.output_dir.name)
+
+
 def train(run: Run, echo=print) -> Dict[str, Any]:
     """Train ``run`` to its last epoch, resuming from ``run.output_dir`` if it holds
     the same run; returns ``{"epochs": finished epochs, "history": [rows]}``."""
-    run.dataset = _absolute_if_folder(run.dataset)
+    run.dataset = absolute_if_folder(run.dataset)
     resuming = (run.output_dir / run_dir.HPARAMS_FILE).exists()
     recorded_epochs = run_dir.check_resumable(run) if resuming else None
     with restoring_precision_policy():
@@ -419,6 +476,8 @@ def _train(trainer: Trainer, resuming: bool, recorded_epochs: Optional[int]) -> 
         run.output_dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
             run_dir.write_record(run)
+            if run.tensorboard:
+                _write_hparams_summary(run)
     trainer.restore_newest_checkpoint()
     start, epochs = int(trainer.epoch.numpy()), run.hparams["epochs"]
     if recorded_epochs is not None and trainer.is_chief:

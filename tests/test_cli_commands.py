@@ -18,11 +18,12 @@ def test_list_shows_models_sets_with_values_preprocess_and_datasets():
     assert result.exit_code == 0, result.output
     for expected in (
         "binarynet", "binary_alexnet (also: alexnet)", "xnornet", "birealnet",
-        "binarynet bop: epochs=100, batch_size=100, optimizer=bop",
+        "binarynet bop (default): epochs=100, batch_size=100, optimizer=bop",
         "binarynet bop_sec52: epochs=500, batch_size=50",
-        "birealnet bop: epochs=300, batch_size=1024",
-        "cifar10: default, resize_and_flip",
-        "imagenet2012: default",
+        "birealnet bop (default): epochs=300, batch_size=1024",
+        "cifar10: resize_and_flip (default), default",
+        "imagenet2012: default (default)",
+        "other data sets and image folders: default (default), resize_and_flip",
     ):
         assert expected in result.output
 
@@ -61,8 +62,15 @@ def test_summary_of_binarynet_macs():
          "Unknown model 'binarynett'; valid choices are: binary_alexnet, binarynet, birealnet, xnornet. Did you mean 'binarynet'?"),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams-set", "bob"],
          "Unknown hyperparameter set 'bob' for binarynet; valid choices are: bop, bop_sec52, default. Did you mean 'bop'?"),
-        (["train", "birealnet", "--dataset", "imagenet2012"],
-         "Unknown hyperparameter set 'default' for birealnet; valid choices are: adam, bop."),
+        (["train", "binarynet", "--dataset", "cifar10", "--hparams",
+          "gamma_decay=piecewise,gamma_boundaries=[a,b],gamma_factors=[1,2,3]"],
+         "Hyperparameter gamma_boundaries of binarynet set 'bop' must be a list of whole numbers of epochs"),
+        (["summary", "binarynet", "--dataset", "cifar10", "--hparams", "gamma=nan"],
+         "Hyperparameter gamma of binarynet set 'bop' must be a finite number; got nan."),
+        (["train", "binarynet", "--dataset", "cifar10", "--hparams-file", "nowhere/mine.yaml"],
+         "Hyperparameter file nowhere/mine.yaml does not exist."),
+        (["benchmark", "binarynet", "--hparams-file", "nowhere/mine.yaml"],
+         "Hyperparameter file nowhere/mine.yaml does not exist."),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams-set", "bop", "--hparams", "treshold=1e-6"],
          "Did you mean 'threshold'?"),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams-set", "bop", "--hparams", "epochs=ten"],
@@ -139,3 +147,98 @@ def test_tensorboard_without_runs_says_where_it_looked(tmp_path):
     result = invoke("tensorboard", "--logdir", tmp_path / "none")
     assert result.exit_code == 2
     assert f"There are no runs at {tmp_path / 'none'}" in result.output
+
+
+# --- defaults: the paper's recipe, and a user's own sets --------------------------------
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """The runs `bnno train` would start (the training itself is not run)."""
+    from bnno import training
+
+    started = []
+
+    def train(run, echo=print):
+        started.append(run)
+        return {"history": [], "epochs": 0}
+
+    monkeypatch.setattr(training, "train", train)
+    return started
+
+
+@pytest.mark.parametrize(
+    "args, hparams_set, preprocess",
+    [
+        # The README's first command, and without --hparams-set: the paper's CIFAR-10 recipe.
+        (["binarynet", "--dataset", "cifar10", "--hparams-set", "bop"], "bop", "resize_and_flip"),
+        (["binarynet", "--dataset", "cifar10"], "bop", "resize_and_flip"),
+        (["binarynet", "--dataset", "cifar10:3.0.2", "--hparams-set", "default"], "default", "resize_and_flip"),
+        (["binarynet", "--dataset", "cifar10", "--preprocess-fn", "default"], "bop", "default"),
+        (["xnornet", "--dataset", "imagenet2012"], "bop", "default"),
+        (["alexnet", "--dataset", "mnist"], "bop", "default"),
+    ],
+)
+def test_train_runs_the_default_set_and_preprocessing_and_records_their_names(
+    runs, tmp_path, args, hparams_set, preprocess
+):
+    from bnno import hparams
+
+    result = invoke("train", *args, "--output-prefix", tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = runs
+    assert (run.hparams_set, run.preprocess, run.hparams_file) == (hparams_set, preprocess, None)
+    assert run.hparams == hparams.resolve(run.model, hparams_set)
+    assert run.output_dir.name.startswith(f"{hparams_set}_")
+
+
+def test_train_with_a_users_file_records_its_path_and_set(runs, tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text("wide:\n  extends: binarynet:bop\n  filters: 256\n")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "binarynet", "--dataset", "cifar10", "--hparams-file", "mine.yaml",
+                    "--hparams", "epochs=2", "--output-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    (run,) = runs
+    assert (run.hparams_set, run.hparams_file) == ("wide", str(tmp_path / "mine.yaml"))
+    assert run.hparams["filters"] == 256 and run.hparams["epochs"] == 2
+    assert run.hparams["threshold"] == 1e-6  # from binarynet:bop
+
+
+def test_summary_of_a_set_of_a_users_file(tmp_path):
+    file = tmp_path / "mine.yaml"
+    file.write_text("default_set: narrow\nnarrow:\n  extends: binarynet:bop\n  filters: 64\n"
+                    "wide:\n  extends: narrow\n  filters: 256\n")
+    totals = {}
+    for extra in ([], ["--hparams-set", "wide"]):
+        result = invoke("summary", "binarynet", "--dataset", "cifar10", "--hparams-file", file, *extra, "--json")
+        assert result.exit_code == 0, result.output
+        totals[tuple(extra)] = json.loads(result.output.strip().splitlines()[-1])["binary_params"]
+    assert totals[()] < 10_352_000 < totals[("--hparams-set", "wide")]
+    result = invoke("summary", "binarynet", "--dataset", "cifar10", "--hparams-file", file, "--hparams-set", "wid")
+    assert result.exit_code == 2
+    assert f"Unknown hyperparameter set 'wid' in {file}; valid choices are: narrow, wide. Did you mean 'wide'?" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, dataset, hparams_set, preprocess",
+    [
+        (["binarynet"], "cifar10", "bop", "resize_and_flip"),
+        (["binarynet", "--hparams-set", "default", "--preprocess-fn", "default"], "cifar10", "default", "default"),
+        (["birealnet"], "imagenet2012", "bop", "default"),
+    ],
+)
+def test_benchmark_resolves_the_default_set_and_preprocessing(monkeypatch, args, dataset, hparams_set, preprocess):
+    from bnno import benchmark
+
+    calls = []
+
+    def fake_benchmark(model, hparams_set, hparams, *, dataset, preprocess, batch_size, steps, **kwargs):
+        calls.append((model, hparams_set, dataset, preprocess))
+        return {"batch_size": hparams["batch_size"], "images_per_second": 1.0,
+                "step_seconds_median": 1.0, "binary_conv": "float32"}
+
+    monkeypatch.setattr(benchmark, "benchmark", fake_benchmark)
+    result = invoke("benchmark", *args)
+    assert result.exit_code == 0, result.output
+    assert calls == [(args[0], hparams_set, dataset, preprocess)]
+    assert f"{args[0]} ({hparams_set})" in result.output

@@ -212,10 +212,11 @@ def test_two_workers_train_alike_only_the_chief_writes_and_a_killed_cluster_resu
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
 
     # Exactly the chief's files, each epoch once in the history.
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("events.out.tfevents."))
     assert names == sorted([
         "binary.weights.h5", "checkpoints", "history.csv", "hparams.yaml", "model.keras",
         "summary.txt", "train", "validation",
     ])
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1  # the chief's HParams summary
     rows = (out / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2"]

@@ -98,7 +98,7 @@ def test_bnno_is_installed_from_copied_source_and_not_editable(instructions):
         for name, arguments in instructions[:install] if name == "COPY"
         for source in copy_sources(arguments)
     ]
-    for needed in ("setup.py", "README.md", "pyproject.toml", "bnno"):
+    for needed in ("setup.py", "README.md", "pyproject.toml", "bnno", "hparams"):
         assert needed in copied, f"{needed} is not copied before `pip install`: {copied}"
     pip_words = command[command.index("pip install"):].split(";")[0].split()
     assert "." in pip_words, command
@@ -269,7 +269,7 @@ def test_dockerignore_keeps_everything_the_dockerfile_copies(instructions, ignor
             left_out = [file for file in files if is_excluded(ignore_patterns, file)]
             assert not left_out, f"{source}: .dockerignore leaves out {left_out}"
     # Among them what `pip install .` reads, including the packaged YAML sets.
-    for needed in ("README.md", "setup.py", "pyproject.toml", "bnno/cli.py", "bnno/hparams/birealnet.yaml"):
+    for needed in ("README.md", "setup.py", "pyproject.toml", "bnno/cli.py", "hparams/birealnet.yaml"):
         assert not is_excluded(ignore_patterns, needed), needed
 
 

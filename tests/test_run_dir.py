@@ -171,7 +171,7 @@ def test_tensorfloat32_is_off_unless_asked_for_and_is_part_of_a_runs_identity(tf
     run = training.Run(model="binarynet", dataset="synthetic", hparams_set="bop", hparams=values,
                        output_dir=tmp_path, tf32=tf32, verbose=0)
     try:
-        training.Trainer(run, data=_OneBatch((8, 8, 3), 3, batch_size=20, steps=1, seed=0))
+        training.Trainer(run, data=_OneBatch((16, 16, 3), 3, batch_size=20, steps=1, seed=0))
         assert tf.config.experimental.tensor_float_32_execution_enabled() is tf32
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(True)  # TensorFlow's default

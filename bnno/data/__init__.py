@@ -29,7 +29,10 @@ from bnno.data import preprocess as preprocess_lib
 from bnno.data.dataset import Data
 from bnno.errors import UsageError
 
-__all__ = ["Data", "describe", "is_folder", "known_datasets", "load", "prepare", "preprocess_names"]
+__all__ = [
+    "Data", "default_preprocess", "describe", "is_folder", "known_datasets", "load", "prepare",
+    "preprocess_names",
+]
 
 
 def is_folder(dataset: str) -> bool:
@@ -187,6 +190,17 @@ def preprocess_names(dataset: str) -> List[str]:
     if is_folder(dataset):
         return preprocess_lib.names(None)
     return preprocess_lib.names(tfds_source.builder(dataset).name)
+
+
+def default_preprocess(dataset: str) -> str:
+    """The preprocess function ``dataset`` uses when none is named: the paper's for its
+    data sets (``resize_and_flip`` for cifar10, ``default`` for imagenet2012), the generic
+    ``default`` for every other data set and image folder. Reads only the name: no tfds
+    builder is made, so an unknown name is left for ``load`` to refuse."""
+    if is_folder(dataset):
+        return preprocess_lib.default_name(None)
+    name = dataset.partition(":")[0].partition("/")[0].lower()  # tfds' name: no version, no config
+    return preprocess_lib.default_name(name)
 
 
 def known_datasets() -> List[str]:

@@ -117,7 +117,7 @@ def preprocess_image(image_bytes: tf.Tensor, training: bool, seed=None, image_si
     return normalize(tf.cast(image, tf.float32))
 
 
-@register("default", "imagenet2012")
+@register("default", "imagenet2012", default=True)
 def default(spec: ImageSpec) -> Preprocess:
     """The paper's ImageNet preprocessing (see the module docstring) at 224x224, or at
     ``image_size`` x ``image_size`` when one is asked for."""

@@ -3,7 +3,9 @@ data set.
 
 A preprocess function is registered under a name (``default``, ``resize_and_flip``)
 for one data set (``cifar10``, ``imagenet2012``) or, in the generic registry, for every
-other tfds image-classification data set and for image folders. What is registered
+other tfds image-classification data set and for image folders; one function of each
+registry is its default, used when none is named (:func:`default_name`: the paper's
+``resize_and_flip`` for CIFAR-10, ``default`` elsewhere). What is registered
 is a *factory*: given the :class:`ImageSpec` of the stored images it returns a
 :class:`Preprocess`, the three functions the pipeline applies:
 
@@ -65,17 +67,31 @@ GENERIC: Registry = Registry("preprocess function")
 #: Per data set (tfds name without version): preprocess functions of that data set.
 SPECIFIC: Dict[str, Registry] = {}
 
+#: The function each registry uses when none is named (``--preprocess-fn``): data set
+#: name -> function name; ``None`` for the generic registry.
+DEFAULTS: Dict[Optional[str], str] = {}
 
-def register(name: str, *datasets: str) -> Callable[[PreprocessFactory], PreprocessFactory]:
+
+def register(
+    name: str, *datasets: str, default: bool = False
+) -> Callable[[PreprocessFactory], PreprocessFactory]:
     """Register a factory as preprocess function ``name`` of each of ``datasets``, or
-    of the generic registry when no data set is given."""
+    of the generic registry when no data set is given; with ``default``, as the
+    function those data sets use when none is named."""
+
+    keys = datasets or (None,)  # None: the generic registry
 
     def decorator(factory: PreprocessFactory) -> PreprocessFactory:
+        taken = [key for key in keys if key in DEFAULTS] if default else []
+        if taken:
+            raise ValueError(f"Data set {taken[0]} would have two default preprocess functions.")
         for dataset in datasets:
             registry = SPECIFIC.setdefault(dataset, Registry(f"{dataset} preprocess function"))
             registry.register(name)(factory)
         if not datasets:
             GENERIC.register(name)(factory)
+        if default:
+            DEFAULTS.update(dict.fromkeys(keys, name))
         return factory
 
     return decorator
@@ -98,6 +114,12 @@ def get(dataset_key: Optional[str], name: str, label: str) -> PreprocessFactory:
 
 def names(dataset_key: Optional[str]) -> List[str]:
     return registry_for(dataset_key).names()
+
+
+def default_name(dataset_key: Optional[str]) -> str:
+    """The preprocess function ``dataset_key`` (a tfds name without version; ``None``
+    for an image folder) uses when none is named: its registry's default."""
+    return DEFAULTS[dataset_key if dataset_key in SPECIFIC else None]
 
 
 def scale_to_unit_range(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -139,7 +161,7 @@ def pad_crop_flip(image: tf.Tensor, seed: tf.Tensor, pad: int = PAD_PIXELS) -> t
 
 
 @register("default", "cifar10")
-@register("default")
+@register("default", default=True)
 def default(spec: ImageSpec) -> Preprocess:
     """No augmentation: pixels scaled to [-1, 1] (grayscale stays one channel); resized
     first (bilinear) when an image size is asked for."""
@@ -151,7 +173,8 @@ def default(spec: ImageSpec) -> Preprocess:
     return Preprocess(shape, prepare, lambda image, seed: evaluate(image), evaluate)
 
 
-@register("resize_and_flip", "cifar10")
+# The paper's code registered only this function for CIFAR-10: its recipe, the default.
+@register("resize_and_flip", "cifar10", default=True)
 @register("resize_and_flip")
 def resize_and_flip(spec: ImageSpec) -> Preprocess:
     """The paper's CIFAR-10 augmentation, for any image size: training pads 4 pixels on

@@ -5,7 +5,7 @@ per step is the most direct view of what Bop is doing, and it is what the paper'
 section 5.1 hyperparameter analysis watches (Helwegen et al., 2019, figure 3).
 """
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import keras
 from keras import ops
@@ -98,11 +98,15 @@ class FlipRatios:
         for metric in self.metrics:
             metric.reset_reference()
 
+    def counts(self) -> Tuple[float, float]:
+        """(flips, weights seen) of all binary kernels since the last ``reset_state``."""
+        flips = sum(float(m.flips.numpy()) for m in self.metrics)
+        return flips, sum(float(m.weights_seen.numpy()) for m in self.metrics)
+
     def results(self) -> Dict[str, float]:
         if not self.metrics:
             return {}
-        flips = sum(float(m.flips.numpy()) for m in self.metrics)
-        seen = sum(float(m.weights_seen.numpy()) for m in self.metrics)
+        flips, seen = self.counts()
         results = {"flip_ratio": flips / seen if seen else 0.0}
         results.update({m.name: float(m.result()) for m in self.metrics})
         return results

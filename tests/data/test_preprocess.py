@@ -67,6 +67,37 @@ def test_cifar10_registry_holds_the_paper_functions():
     assert preprocess.registry_for(None) is preprocess.GENERIC
 
 
+@pytest.mark.parametrize(
+    "dataset, expected",
+    [
+        # The paper's code registered only resize_and_flip for CIFAR-10: its recipe.
+        ("cifar10", "resize_and_flip"),
+        ("cifar10:3.0.2", "resize_and_flip"),
+        ("CIFAR10", "resize_and_flip"),
+        ("imagenet2012", "default"),
+        ("imagenet2012_subset/10pct", "default"),
+        ("mnist", "default"),
+        ("./my_images", "default"),
+    ],
+)
+def test_each_data_set_names_its_default_preprocess_function(dataset, expected):
+    from bnno import data
+
+    assert data.default_preprocess(dataset) == expected
+    assert expected in data.preprocess_names(dataset if dataset != "CIFAR10" else "cifar10")
+
+
+def test_a_registry_has_one_default():
+    import bnno.data  # noqa: F401  (registers imagenet2012's functions too)
+
+    assert set(preprocess.SPECIFIC) | {None} == set(preprocess.DEFAULTS)
+    assert all(name in preprocess.names(key) for key, name in preprocess.DEFAULTS.items())
+    with pytest.raises(ValueError, match="two default preprocess functions"):
+        preprocess.register("another", "cifar10", default=True)(preprocess.default)
+    assert preprocess.DEFAULTS["cifar10"] == "resize_and_flip"
+    assert "another" not in preprocess.names("cifar10")
+
+
 @pytest.mark.parametrize("factory", [preprocess.default, preprocess.resize_and_flip])
 def test_generic_functions_keep_grayscale_and_resize(factory):
     gray = factory(ImageSpec((28, 28, 1), tf.uint8))

@@ -5,31 +5,21 @@ The expected counts are those of the paper's original (larq) models, written out
 literals rather than computed by the code under test.
 """
 
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-import yaml
 
-from bnno import models
+from bnno import hparams, models
 from bnno.nn import constraints, quantizers
 from bnno.nn.layers import QuantConv2D, QuantDense
 
-HPARAMS = Path(models.__file__).resolve().parent.parent / "hparams"
 IMAGENET = ((224, 224, 3), 1000)
 
 
 def hparams_sets(model: str) -> dict:
-    """The YAML sets of ``model``, each merged over the set it ``extends``."""
-    raw = yaml.safe_load((HPARAMS / f"{model}.yaml").read_text())
-
-    def resolve(name):
-        values = dict(raw[name])
-        parent = values.pop("extends", None)
-        return {**resolve(parent), **values} if parent else values
-
-    return {name: resolve(name) for name in raw}
+    """The sets of ``model`` (``hparams/<model>.yaml``), each merged over the set it ``extends``."""
+    return {name: hparams.load(model, name) for name in hparams.set_names(model)}
 
 
 def build(model: str, set_name: str, input_shape, num_classes):

@@ -1,0 +1,58 @@
+"""The accuracies papers report, each with where in the paper it is printed.
+
+``bnno report`` puts a run next to the paper's figure for the same configuration:
+the same model, the same data set (its tensorflow-datasets name, without version)
+and the same hyperparameter set. A later paper's figures join ``FIGURES``.
+
+References:
+    Helwegen, Widdicombe, Geiger, Liu, Cheng and Nusselder, "Latent Weights Do Not
+    Exist: Rethinking Binarized Neural Network Optimization", NeurIPS 2019,
+    https://arxiv.org/abs/1906.02107
+"""
+
+import dataclasses
+import os
+from typing import Optional, Tuple
+
+BOP_PAPER = "Helwegen et al., NeurIPS 2019 (arXiv:1906.02107)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A paper's validation top-1 accuracy (a fraction) for one configuration."""
+
+    model: str
+    dataset: str
+    hparams_set: str
+    val_accuracy: float
+    paper: str
+    source: str  # where the paper prints it
+
+    def citation(self) -> str:
+        return f"{self.paper}, {self.source}"
+
+
+FIGURES: Tuple[Figure, ...] = (
+    Figure("binarynet", "cifar10", "bop_sec52", 0.913, BOP_PAPER, "section 5.2"),
+    Figure("binary_alexnet", "imagenet2012", "bop", 0.411, BOP_PAPER, "section 5.3, ImageNet table"),
+    Figure("xnornet", "imagenet2012", "bop", 0.459, BOP_PAPER, "section 5.3, ImageNet table"),
+    Figure("birealnet", "imagenet2012", "bop", 0.566, BOP_PAPER, "section 5.3, ImageNet table"),
+)
+
+
+def dataset_name(dataset: str) -> str:
+    """A data set's name as figures key it: a tensorflow-datasets name without its
+    version (``cifar10:3.0.2`` -> ``cifar10``); an image folder by its path as given."""
+    if os.sep in dataset or (os.altsep and os.altsep in dataset):
+        return dataset
+    return dataset.split(":", 1)[0]
+
+
+def figure_for(model: str, dataset: str, hparams_set: str) -> Optional[Figure]:
+    """The reported figure for a run of ``model`` on ``dataset`` with ``hparams_set``,
+    or ``None`` where no paper reports one."""
+    name = dataset_name(dataset)
+    for figure in FIGURES:
+        if (figure.model, figure.dataset, figure.hparams_set) == (model, name, hparams_set):
+            return figure
+    return None
