@@ -222,6 +222,77 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
     )
 
 
+@cli.command()
+@click.argument("model")
+@dataset_option
+@hparams_set_option
+@hparams_option
+@hparams_file_option
+@click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2,...",
+              help="Values of one hyperparameter to sweep; repeat for a cross product.")
+@click.option("--grid-set", default=None, metavar="NAME",
+              help="A named grid of the model's sets, e.g. the paper's sec51_threshold and "
+              "sec51_gamma (see `bnno list hparams`).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per point of the grid, with seeds 0..N-1.")
+@click.option("--output-dir", "output_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="The sweep's directory: one run directory per point and sweep.yaml.")
+@click.option("--executor", default="local", show_default=True, metavar="local|print|slurm",
+              help="local: train the runs here one after another; print: print one bnno train "
+              "command per run; slurm: write a job-array batch script.")
+@run_options
+@_reporting_errors
+@_starting_tensorflow
+def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid_set, seeds,
+          output_dir, executor, **options):
+    """Train MODEL at every point of a hyperparameter grid (section 5.1 of the paper).
+
+    \b
+    e.g. bnno sweep binarynet --dataset cifar10 --grid-set sec51_threshold --output-dir runs/sec51
+         bnno sweep binarynet --dataset cifar10 --grid threshold=1e-8,1e-6 --grid gamma=1e-3,1e-4 \\
+             --hparams epochs=50 --output-dir runs/grid --executor slurm
+    Running the same command again skips finished runs and resumes an interrupted one.
+    """
+    from bnno import hparams as hp
+    from bnno import sweep as sweep_lib
+    from bnno import training
+    from bnno.registry import unknown_choice_message
+
+    if executor not in sweep_lib.EXECUTORS:
+        raise UsageError(unknown_choice_message("executor", executor, list(sweep_lib.EXECUTORS)))
+    model = _model_name(model)
+    grid, fixed = {}, {}
+    if grid_set is not None:
+        named = hp.grid_set(model, grid_set, hparams_file)
+        hparams_set = hparams_set or named["hparams_set"]
+        fixed = {key: sweep_lib.format_value(value) for key, value in named["hparams"].items()}
+        grid = {key: [sweep_lib.format_value(v) for v in values] for key, values in named["grid"].items()}
+    grid.update(sweep_lib.parse_grid(grid_items))
+    hparams_set = hparams_set or hp.default_set(model, hparams_file)
+    overrides = {**fixed, **hp.parse_overrides(overrides)}
+    options["preprocess"] = _preprocess_name(options["preprocess"], dataset)
+    hparams_file = _absolute_file(hparams_file)
+    plan = sweep_lib.Sweep(
+        model=model, dataset=training.absolute_if_folder(dataset), hparams_set=hparams_set,
+        grid=sweep_lib.typed_grid(model, hparams_set, overrides, grid, hparams_file),
+        output_dir=pathlib.Path(output_dir).expanduser().resolve(), seeds=seeds, overrides=overrides,
+        hparams_file=hparams_file, options=options,
+    )
+    if executor == "print":
+        sweep_lib.print_commands(plan, echo=click.echo)
+    elif executor == "slurm":
+        sweep_lib.write_slurm(plan, echo=click.echo)
+    else:
+        manifest = sweep_lib.run_local(plan, echo=click.echo)
+        failed = [run["name"] for run in manifest["runs"] if run["state"] == "failed"]
+        if failed:
+            raise RunError(
+                f"{len(failed)} of {len(manifest['runs'])} runs failed ({', '.join(failed)}); the others "
+                f"are in {plan.output_dir}. Run the same command again to retry them."
+            )
+        click.echo(f"All {len(manifest['runs'])} runs finished; see them with: bnno report {plan.output_dir}")
+
+
 @cli.command(name="list")
 @click.argument("topic", required=False, default=None, metavar="[models|hparams|preprocess|datasets]")
 @_reporting_errors
@@ -262,6 +333,11 @@ def _list_hparams():
         for set_name, label in _default_first(hparams.set_names(model), hparams.default_set(model)):
             values = hparams.load(model, set_name)
             yield f"{model} {label}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+        for grid_name in hparams.grid_names(model):
+            grid = hparams.grid_set(model, grid_name)
+            fixed = "".join(f", {k}={v}" for k, v in grid["hparams"].items())
+            swept = "; ".join(f"{k} in {v}" for k, v in grid["grid"].items())
+            yield f"{model} grid {grid_name} (bnno sweep --grid-set): set {grid['hparams_set']}{fixed}; {swept}"
 
 
 def _list_preprocess():
