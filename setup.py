@@ -27,6 +27,8 @@ setup(
         "importlib_resources",
         "click>=8.1",
         "pyyaml>=6",
+        # --init-from reads .keras and .weights.h5 files itself (Keras depends on it too).
+        "h5py",
         "tensorboard>=2.21,<2.22",
         # bnno report's figures (plots are part of reproducing a paper).
         "matplotlib>=3.8",

@@ -154,15 +154,26 @@ data_dir_option = click.option(
 
 def run_options(command):
     """The options of ``bnno train`` that every run of a command shares (``train``,
-    ``sweep``); they arrive as keyword arguments named like ``run_dir.Run``'s fields."""
+    ``sweep``); they arrive as keyword arguments named like ``run_dir.Run``'s fields.
+
+    ``--tensorboard`` also takes a value, ``--tensorboard=True`` or ``=False``, as the
+    command lines of "A Bop and Beyond"'s README write it (a click on/off flag takes
+    none); ``--no-tensorboard`` wins over it."""
+
+    @functools.wraps(command)
+    def with_tensorboard(*args, tensorboard, no_tensorboard, **kwargs):
+        return command(*args, tensorboard=tensorboard and not no_tensorboard, **kwargs)
+
     options = [
         preprocess_option,
         data_dir_option,
         click.option("--data-cache", default=None, metavar="memory|DIR",
                      help="Cache decoded data in memory or in files under DIR."),
         image_size_option,
-        click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
-                     help="Write TensorBoard events."),
+        click.option("--tensorboard", type=click.BOOL, is_flag=False, flag_value=True, default=True,
+                     show_default=True, metavar="[BOOL]",
+                     help="Write TensorBoard events (--tensorboard=false: none)."),
+        click.option("--no-tensorboard", is_flag=True, help="Write no TensorBoard events."),
         click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Quick run: at most N training (and validation) steps per epoch."),
         click.option("--log-every", type=click.IntRange(min=1), default=None, metavar="N",
@@ -175,9 +186,10 @@ def run_options(command):
                      help="TensorFloat-32 matrix products on GPUs that have them (faster; off "
                      "reproduces the paper's float32 numerics)."),
     ]
+    decorated = with_tensorboard
     for option in reversed(options):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
 def _absolute_file(path):
@@ -195,11 +207,16 @@ def _absolute_file(path):
 @click.option("--output-prefix", default="~/bnno-logs", show_default=True, metavar="DIR",
               help="Without --output-dir, runs go to PREFIX/<dataset>/<model>/<set>_<timestamp>.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and augmentation.")
+@click.option("--init-from", default=None, metavar="PATH",
+              help="Start from the weights of a run directory (its model.keras, or its newest "
+              "checkpoint) or a .keras or .weights.h5 file: layers that match are copied, Bop's "
+              "binary kernels take their signs, the optimizer starts fresh; a resumed run ignores it.")
 @run_options
 @_reporting_errors
 @_starting_tensorflow
-def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, output_prefix, seed, **options):
-    """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet) on a data set."""
+def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, output_prefix, seed, init_from,
+          **options):
+    """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet, resnet18_tricks) on a data set."""
     from bnno import hparams as hp
     from bnno import run_dir, training
 
@@ -211,7 +228,7 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
     run = training.Run(
         model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
         output_dir=pathlib.Path(output_dir).expanduser(), overrides=hp.parse_overrides(overrides),
-        hparams_file=_absolute_file(hparams_file), seed=seed,
+        hparams_file=_absolute_file(hparams_file), seed=seed, init_from=init_from,
         command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
     )
     result = training.train(run, echo=click.echo)

@@ -8,6 +8,11 @@ is not a set: it names the set used when none is asked for (a file with a single
 needs none). ``--hparams k=v,k=v`` overrides keys, each value parsed to the type the
 set already has (``threshold=1e-6`` becomes a float, ``epochs=1`` an int).
 
+A schedule's kind, ``<name>_decay``, is a word (``none``, ``linear``, ``step``,
+``piecewise``; see ``bnno.recipe``). A number there is the step factor of "A Bop and
+Beyond" (Suarez-Ramirez et al., 2021), whose command lines write
+``epochs_decay=100,gamma_decay=0.1``: see :func:`factor_decays`.
+
 :func:`validate` checks every value a training run depends on (types, finite numbers,
 ranges, choices, complete schedules), so that a mistake is one ``UsageError`` sentence
 before training rather than a traceback during it. This module reads YAML only: it
@@ -37,7 +42,8 @@ GRIDS_KEY = "grids"
 #: The key of a set that names the set it inherits from.
 EXTENDS_KEY = "extends"
 
-OPTIMIZERS = ("adam", "bop")
+OPTIMIZERS = ("adam", "bop", "bop2nd")
+NORMALIZATIONS = ("batch", "layer")
 DECAYS = ("none", "linear", "step", "piecewise")
 CONSTRAINTS = ("none", "weight_clip")
 
@@ -46,7 +52,8 @@ CONSTRAINTS = ("none", "weight_clip")
 MAX_WHOLE = 2**31 - 1
 
 # Keys any set may be given, with their types, beyond the keys the set already has:
-# the schedule settings of ``learning_rate`` and ``gamma`` (see ``bnno.recipe``).
+# the schedule settings of Adam's learning rate and of Bop's and Bop2ndOrder's gamma,
+# threshold and sigma (see ``bnno.recipe``).
 _SCHEDULE_KEYS = {
     "{}": float,
     "{}_decay": str,
@@ -56,7 +63,8 @@ _SCHEDULE_KEYS = {
     "{}_boundaries": list,
     "{}_factors": list,
 }
-_SCHEDULES = ("learning_rate", "gamma")
+_SCHEDULES = ("learning_rate", "gamma", "threshold", "sigma")
+_DECAY_KEYS = tuple(f"{name}_decay" for name in _SCHEDULES)  # each schedule's kind
 COMMON_KEYS: Dict[str, type] = {
     "epochs": int,
     "batch_size": int,
@@ -65,6 +73,10 @@ COMMON_KEYS: Dict[str, type] = {
     "input_quantizer": str,
     "kernel_quantizer": str,
     "kernel_constraint": str,
+    "normalization": str,  # batch or layer (models that take it)
+    "bias_correction": bool,  # Bop2ndOrder's
+    "epochs_decay": int,  # "A Bop and Beyond"'s period of factor decays (factor_decays)
+    "weight_decay": float,  # coupled L2 on what Adam trains (bnno.recipe)
     **{k.format(s): t for s in _SCHEDULES for k, t in _SCHEDULE_KEYS.items()},
 }
 
@@ -76,12 +88,17 @@ LIST_ELEMENTS: Dict[str, Tuple[type, str]] = {
 }
 
 #: Bounds of numeric keys: (lowest, whether the lowest itself is allowed, highest or
-#: None). Bop's gamma is a rate in (0, 1] (the paper uses 1e-5 to 1e-2); a threshold
-#: may be 0; a "decay" factor shrinks.
+#: None). Bop's gamma is a rate in (0, 1] (the paper uses 1e-5 to 1e-2), and so is
+#: Bop2ndOrder's sigma; a threshold may be 0; a "decay" factor shrinks.
 BOUNDS: Dict[str, Tuple[float, bool, Optional[float]]] = {
     "epochs": (1, True, MAX_WHOLE),
     "batch_size": (1, True, MAX_WHOLE),
+    "epochs_decay": (1, True, MAX_WHOLE),
     "threshold": (0, True, None),
+    "threshold_end": (0, True, None),
+    "sigma": (0, False, 1),
+    "sigma_end": (0, True, 1),
+    "weight_decay": (0, True, None),
     "learning_rate": (0, True, None),
     "learning_rate_end": (0, True, None),
     "gamma": (0, False, 1),
@@ -395,7 +412,11 @@ def apply_overrides(hparams: Dict[str, Any], overrides: Dict[str, str], where: s
 
 def _type_of(hparams: Dict[str, Any], key: str, where: str) -> type:
     """The type an override of ``key`` must have: the set's value's, or the common key's;
-    ``object`` (anything YAML reads) for a key the set leaves empty."""
+    ``object`` (anything YAML reads) for a key the set leaves empty. A schedule's kind
+    (``gamma_decay``) is always text: a set may hold a factor there (``factor_decays``),
+    and an override may still name a kind."""
+    if key in _DECAY_KEYS:
+        return str
     if key in hparams and hparams[key] is not None:
         kind = type(hparams[key])
         return kind if kind in (bool, int, float, str, list) else object
@@ -455,12 +476,28 @@ def validate(hparams: Dict[str, Any], where: str) -> None:
     _check_bounds(hparams, where)
     _check_choice(hparams, "optimizer", OPTIMIZERS, where)
     _check_schedule(hparams, "learning_rate", where)
-    if hparams["optimizer"] == "bop":
-        if not isinstance(hparams.get("threshold"), float):
-            raise UsageError(f"Bop needs a number for threshold in {where}.")
+    if hparams["optimizer"] in ("bop", "bop2nd"):
+        _check_schedule(hparams, "threshold", where)
         _check_schedule(hparams, "gamma", where)
+    if hparams["optimizer"] == "bop2nd":
+        _check_schedule(hparams, "sigma", where)
+        _check_bias_correction(hparams, where)
     constraint = hparams.get("kernel_constraint") or "none"
     _check_choice({"kernel_constraint": constraint}, "kernel_constraint", CONSTRAINTS, where)
+    normalization = hparams.get("normalization") or "batch"
+    _check_choice({"normalization": normalization}, "normalization", NORMALIZATIONS, where)
+
+
+def _check_bias_correction(hparams: Dict[str, Any], where: str) -> None:
+    """Bias-corrected Bop2ndOrder divides by gamma and sigma: no piecewise factor of 0."""
+    if not hparams.get("bias_correction"):
+        return
+    for name in ("gamma", "sigma"):
+        if hparams.get(f"{name}_decay") == "piecewise" and 0 in hparams[f"{name}_factors"]:
+            raise UsageError(
+                f"{name}_factors of {where} must all be greater than 0: bias_correction "
+                f"divides by {name}."
+            )
 
 
 def _is_whole(value: Any) -> bool:
@@ -560,5 +597,43 @@ def resolve(
     set_name = _default_set(source) if set_name is None else set_name
     where = _where(source, set_name)
     hparams = apply_overrides(_load(source, set_name), parse_overrides(overrides_text), where)
+    hparams = factor_decays(hparams, where)
     validate(hparams, where)
     return hparams
+
+
+#: "A Bop and Beyond"'s period, in epochs, of the schedules it gives as factors.
+EPOCHS_DECAY_KEY = "epochs_decay"
+
+
+def factor_decays(hparams: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """``hparams`` with every schedule given as a factor written in bnno's keys.
+
+    bnno names a schedule's kind in ``<name>_decay`` with a word (``none``, ``linear``,
+    ``step``, ``piecewise``). "A Bop and Beyond" (Suarez-Ramirez et al., 2021,
+    arXiv:2104.05124) gives the same key a number, the factor of a staircase decay whose
+    period is its ``epochs_decay``, shared by every schedule: its command lines write
+    ``epochs_decay=100,threshold_decay=0.1,gamma_decay=0.1,sigma_decay=0.1``. A word is
+    never a number, so both read unambiguously: a finite number in ``<name>_decay`` (or
+    its text, from ``--hparams``) becomes ``<name>_decay=step``, ``<name>_decay_factor``
+    = the number and ``<name>_decay_epochs`` = ``epochs_decay``; anything else is left
+    for :func:`validate`. A factor without ``epochs_decay`` is a ``UsageError`` that
+    shows both ways to write it. The result is what a run records.
+    """
+    result = dict(hparams)
+    period = result.get(EPOCHS_DECAY_KEY)
+    for key in _DECAY_KEYS:
+        value = result.get(key)
+        factor = None if value is None or value in DECAYS else _as_float(value)
+        if factor is None or not math.isfinite(factor):
+            continue
+        if period is None:
+            raise UsageError(
+                f"{key}={value} in {where} is a factor, which needs {EPOCHS_DECAY_KEY}=N (times "
+                f"{value} every N epochs, as in 'A Bop and Beyond'); or write "
+                f"{key}=step,{key}_factor={value},{key}_epochs=N."
+            )
+        if not _is_whole(period):
+            continue  # validate() says what epochs_decay must be
+        result.update({key: "step", f"{key}_factor": factor, f"{key}_epochs": period})
+    return result

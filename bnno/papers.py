@@ -8,6 +8,11 @@ References:
     Helwegen, Widdicombe, Geiger, Liu, Cheng and Nusselder, "Latent Weights Do Not
     Exist: Rethinking Binarized Neural Network Optimization", NeurIPS 2019,
     https://arxiv.org/abs/1906.02107
+    Suarez-Ramirez, Gonzalez-Mendoza, Chang, Ochoa-Ruiz and Duran-Vega, "A Bop and
+    Beyond: A Second Order Optimizer for Binarized Neural Networks", CVPR 2021
+    workshops, https://arxiv.org/abs/2104.05124 (its code's README,
+    github.com/CuauSuarez/Bop2ndOrder, prints the same figures with the commands and
+    sets that produce them)
 """
 
 import dataclasses
@@ -15,6 +20,7 @@ import os
 from typing import Optional, Tuple
 
 BOP_PAPER = "Helwegen et al., NeurIPS 2019 (arXiv:1906.02107)"
+BOP2ND_PAPER = "Suarez-Ramirez et al., CVPR 2021 workshops (arXiv:2104.05124)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,11 @@ FIGURES: Tuple[Figure, ...] = (
     Figure("binary_alexnet", "imagenet2012", "bop", 0.411, BOP_PAPER, "section 5.3, ImageNet table"),
     Figure("xnornet", "imagenet2012", "bop", 0.459, BOP_PAPER, "section 5.3, ImageNet table"),
     Figure("birealnet", "imagenet2012", "bop", 0.566, BOP_PAPER, "section 5.3, ImageNet table"),
+    Figure("binarynet_batch", "cifar10", "bop2ndOrder_CIFAR", 0.919, BOP2ND_PAPER, "section 5.2, biased"),
+    Figure("binarynet_batch", "cifar10", "bop2ndOrder_unbiased_CIFAR", 0.914, BOP2ND_PAPER,
+           "section 5.2, bias-corrected"),
+    Figure("xnornet_batch", "imagenet2012", "bop2ndOrder_ImageNet", 0.469, BOP2ND_PAPER, "section 5.3"),
+    Figure("birealnet_batch", "imagenet2012", "bop2ndOrder_ImageNet", 0.572, BOP2ND_PAPER, "section 5.3"),
 )
 
 

@@ -4,7 +4,8 @@ A run directory holds
 
 - ``hparams.yaml``, the run record: the definition of the run (model, data set, the
   resolved hyperparameters, ...), the overrides and command line that produced it, the
-  versions, and every extension of its epochs;
+  weights it started from (``--init-from``), the versions, and every extension of its
+  epochs;
 - ``history.csv``, one row per finished epoch;
 - ``checkpoints/``, a checkpoint after every epoch (the newest ``CHECKPOINTS_KEPT``);
 - TensorBoard events (``train/``, ``validation/``), ``summary.txt``, and at the end
@@ -69,6 +70,10 @@ class Run:
     binary_conv: str = "auto"  # bnno.nn.binary_conv mode; the results are the same
     verbose: int = 1
     command_line: str = ""
+    # --init-from: the weights a new run starts from (bnno.init_from); once read, the
+    # file read (model.keras, a checkpoint, a weights file). Not part of IDENTITY: a
+    # resumed run continues from its own checkpoints and never reads it again.
+    init_from: Optional[str] = None
 
     # Resuming needs these to match: they define the computation (mixed precision also
     # changes the checkpoint's contents, TensorFloat-32 the numerics).
@@ -124,6 +129,7 @@ def write_record(run: Run) -> None:
         "overrides": run.overrides,
         "hparams_file": run.hparams_file,
         "data_dir": run.data_dir,
+        "init_from": run.init_from,
         "command_line": run.command_line,
         "versions": _versions(),
     }

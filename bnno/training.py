@@ -348,16 +348,19 @@ class Trainer:
         return {"loss": loss_sum / max(tally[2], 1.0), **_accuracies(tally)}
 
     def rates(self) -> Dict[str, float]:
-        """The learning rate and, for Bop, gamma that the next step will use."""
+        """The learning rate and, for Bop, gamma (and Bop2ndOrder's sigma) that the next
+        step will use."""
         import keras
 
-        from bnno.nn.optimizers import Bop
+        from bnno.nn.optimizers import Bop, Bop2ndOrder
 
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         rates = {"learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate))}
         for sub in getattr(optimizer, "optimizers", []):
             if isinstance(sub, Bop):
                 rates["gamma"] = float(keras.ops.convert_to_numpy(sub.gamma))
+            if isinstance(sub, Bop2ndOrder):
+                rates["sigma"] = float(keras.ops.convert_to_numpy(sub.current_sigma))
         return rates
 
 
@@ -465,16 +468,59 @@ def train(run: Run, echo=print) -> Dict[str, Any]:
     run.dataset = absolute_if_folder(run.dataset)
     resuming = (run.output_dir / run_dir.HPARAMS_FILE).exists()
     recorded_epochs = run_dir.check_resumable(run) if resuming else None
+    start_from = _source_to_start_from(run)
     with restoring_precision_policy():
         trainer = Trainer(run, echo=echo)
-        return _train(trainer, resuming, recorded_epochs)
+        return _train(trainer, resuming, recorded_epochs, start_from)
 
 
-def _train(trainer: Trainer, resuming: bool, recorded_epochs: Optional[int]) -> Dict[str, Any]:
+def _has_checkpoints(run: Run) -> bool:
+    return bool(run_dir.checkpoints_newest_first(run.output_dir / run_dir.CHECKPOINT_DIR))
+
+
+def _source_to_start_from(run: Run):
+    """Where the weights of ``--init-from`` are (``bnno.init_from.Location``), checked
+    before anything is built; ``None`` without it, and for a run that has checkpoints of
+    its own (it resumes from them, and never reads the source again)."""
+    if not run.init_from or _has_checkpoints(run):
+        return None
+    from bnno import init_from
+
+    return init_from.locate(run.init_from)
+
+
+def _start_from(trainer: Trainer, location) -> None:
+    """Load the weights at ``location`` into the new run's model (``UsageError`` before
+    anything is written when they do not fit), or warn when the set expects them and
+    has none. Read only now: reading a checkpoint is TensorFlow work, which must come
+    after the strategy is set up."""
+    run = trainer.run
+    if location is None:
+        if run.init_from:
+            trainer.echo(f"--init-from {run.init_from} is not read: the run resumes from its own checkpoints.")
+        elif run.hparams.get("expects_init_from") and not _has_checkpoints(run):
+            trainer.echo(
+                f"Warning: {run.model} set {run.hparams_set} is meant to start from a trained earlier "
+                "stage (--init-from RUN_DIR); without it, it trains from scratch."
+            )
+        return
+    from bnno import init_from
+
+    source = init_from.read(location)
+    loaded = init_from.load(trainer.model, source, init_from.binary_optimizer_trains(trainer.optimizer))
+    run.init_from = str(source.file)
+    trainer.flip_ratios.reset_reference()  # the loaded kernels are where flips count from
+    for line in init_from.table(source, loaded):
+        trainer.echo(line)
+
+
+def _train(trainer: Trainer, resuming: bool, recorded_epochs: Optional[int], start_from=None) -> Dict[str, Any]:
     run, echo = trainer.run, trainer.echo
+    _start_from(trainer, start_from)
     if trainer.is_chief:
         run.output_dir.mkdir(parents=True, exist_ok=True)
-        if not resuming:
+        # A run stopped before its first checkpoint starts anew, here from the source.
+        if not resuming or start_from is not None:
             run_dir.write_record(run)
             if run.tensorboard:
                 _write_hparams_summary(run)

@@ -20,6 +20,17 @@ def test_list_shows_models_sets_with_values_preprocess_and_datasets():
         "binarynet", "binary_alexnet (also: alexnet)", "xnornet", "birealnet",
         "binarynet bop (default): epochs=100, batch_size=100, optimizer=bop",
         "binarynet bop_sec52: epochs=500, batch_size=50",
+        # "A Bop and Beyond": its model names, sets and schedules as its command lines write them
+        "binarynet_batch", "xnornet_batch", "birealnet_batch",
+        "binarynet bop2ndOrder: epochs=100, batch_size=100, optimizer=bop2nd",
+        "binarynet_batch bop2ndOrder (default): epochs=100, batch_size=100, optimizer=bop2nd",
+        "binarynet_batch bop2ndOrder_unbiased_testExp: epochs=350, batch_size=50, optimizer=bop2nd, "
+        "learning_rate=0.01, learning_rate_decay=0.1,",
+        "threshold=1e-06, gamma=1e-07, gamma_decay=0.1, normalization=batch, bias_correction=True, "
+        "sigma=0.001, sigma_decay=0.1, epochs_decay=100, threshold_decay=0.1",
+        "binarynet_batch bop2ndOrder_CIFAR: ",
+        "xnornet_batch bop2ndOrder_ImageNet (default): epochs=100, batch_size=1024, optimizer=bop2nd",
+        "birealnet_batch bop2ndOrder_ImageNet (default): epochs=150, batch_size=1024, optimizer=bop2nd",
         "birealnet bop (default): epochs=300, batch_size=1024",
         "cifar10: resize_and_flip (default), default",
         "imagenet2012: default (default)",
@@ -59,9 +70,11 @@ def test_summary_of_binarynet_macs():
     "args, message",
     [
         (["train", "binarynett", "--dataset", "cifar10"],
-         "Unknown model 'binarynett'; valid choices are: binary_alexnet, binarynet, birealnet, xnornet. Did you mean 'binarynet'?"),
+         "Unknown model 'binarynett'; valid choices are: binary_alexnet, binarynet, binarynet_batch, birealnet, "
+         "birealnet_batch, resnet18_tricks, xnornet, xnornet_batch. Did you mean 'binarynet'?"),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams-set", "bob"],
-         "Unknown hyperparameter set 'bob' for binarynet; valid choices are: bop, bop_sec52, default. Did you mean 'bop'?"),
+         "Unknown hyperparameter set 'bob' for binarynet; valid choices are: bop, bop2ndOrder, bop2ndOrder_testExp, "
+         "bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, bop_sec52, default. Did you mean 'bop'?"),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams",
           "gamma_decay=piecewise,gamma_boundaries=[a,b],gamma_factors=[1,2,3]"],
          "Hyperparameter gamma_boundaries of binarynet set 'bop' must be a list of whole numbers of epochs"),
@@ -83,6 +96,15 @@ def test_summary_of_binarynet_macs():
         (["train", "binarynet", "--dataset", "cifar10", "--strategy", "mirored"],
          "Did you mean 'mirrored'?"),
         (["list", "model"], "Did you mean 'models'?"),
+        (["train", "binarynet_batch", "--dataset", "cifar10", "--hparams", "sigma=-1"],
+         "Hyperparameter sigma of binarynet_batch set 'bop2ndOrder' must be a number greater than 0 and at "
+         "most 1; got -1.0."),
+        (["train", "binarynet_batch", "--dataset", "cifar10", "--hparams", "bias_correction=maybe"],
+         "Hyperparameter bias_correction=maybe must be true or false."),
+        (["train", "binarynet", "--dataset", "cifar10", "--hparams", "gamma_decay=0.1"],
+         "gamma_decay=0.1 in binarynet set 'bop' is a factor, which needs epochs_decay=N"),
+        (["train", "binarynet", "--dataset", "cifar10", "--tensorboard=maybe"],
+         "Invalid value for '--tensorboard': 'maybe' is not a valid boolean."),
     ],
 )
 def test_usage_mistakes_exit_2_with_one_clear_sentence(args, message):
@@ -190,6 +212,21 @@ def test_train_runs_the_default_set_and_preprocessing_and_records_their_names(
     assert (run.hparams_set, run.preprocess, run.hparams_file) == (hparams_set, preprocess, None)
     assert run.hparams == hparams.resolve(run.model, hparams_set)
     assert run.output_dir.name.startswith(f"{hparams_set}_")
+
+
+@pytest.mark.parametrize(
+    "flags, tensorboard",
+    [
+        ([], True), (["--tensorboard"], True), (["--no-tensorboard"], False),
+        # As "A Bop and Beyond"'s README writes it, and the other values click reads as booleans.
+        (["--tensorboard=True"], True), (["--tensorboard=False"], False), (["--tensorboard=false"], False),
+        (["--tensorboard", "0"], False), (["--tensorboard=True", "--no-tensorboard"], False),
+    ],
+)
+def test_tensorboard_is_a_flag_that_also_takes_true_or_false(runs, tmp_path, flags, tensorboard):
+    result = invoke("train", "binarynet", "--dataset", "cifar10", *flags, "--output-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert runs[0].tensorboard is tensorboard
 
 
 def test_train_with_a_users_file_records_its_path_and_set(runs, tmp_path, monkeypatch):

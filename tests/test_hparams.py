@@ -68,7 +68,7 @@ def test_parse_overrides_splits_on_top_level_commas_only():
         ("epochs=1.5", "Hyperparameter epochs=1.5 must be a whole number"),
         ("gamma=fast", "Hyperparameter gamma=fast must be a number"),
         ("threshold", "Hyperparameter override 'threshold' is not of the form key=value."),
-        ("optimizer=sgd", "Unknown optimizer 'sgd' in binarynet set 'bop'; valid choices are: adam, bop."),
+        ("optimizer=sgd", "Unknown optimizer 'sgd' in binarynet set 'bop'; valid choices are: adam, bop, bop2nd."),
         ("gamma_decay=step", "gamma_decay=step in binarynet set 'bop' also needs gamma_decay_factor and gamma_decay_epochs"),
         ("batch_size=0", "batch_size of binarynet set 'bop' must be a whole number of at least 1"),
         ("kernel_constraint=clip", "Unknown kernel_constraint 'clip'"),
@@ -86,14 +86,106 @@ def test_unknown_set_lists_the_sets_and_the_closest():
         hparams.resolve("binarynet", "bop_sec5")
     assert str(error.value) == (
         "Unknown hyperparameter set 'bop_sec5' for binarynet; valid choices are: "
-        "bop, bop_sec52, default. Did you mean 'bop_sec52'?"
+        "bop, bop2ndOrder, bop2ndOrder_testExp, bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, "
+        "bop_sec52, default. Did you mean 'bop_sec52'?"
     )
 
 
 def test_every_shipped_set_is_valid():
-    for model in ("binarynet", "binary_alexnet", "xnornet", "birealnet"):
+    for model in hparams.model_names():
         for set_name in hparams.set_names(model):
             hparams.resolve(model, set_name)
+
+
+# --- "A Bop and Beyond" (Suarez-Ramirez et al., 2021): its sets and its way of writing decays --
+
+
+def test_bop2ndorder_sets_carry_the_values_of_that_papers_code():
+    def values(model, set_name, *keys):
+        resolved = hparams.resolve(model, set_name)
+        return tuple(resolved[key] for key in keys)
+
+    keys = ("optimizer", "normalization", "bias_correction", "epochs", "batch_size", "threshold", "gamma", "sigma")
+    assert values("binarynet", "bop2ndOrder", *keys) == ("bop2nd", "layer", False, 100, 100, 1e-6, 1e-7, 1e-3)
+    assert values("binarynet", "bop2ndOrder_unbiased", *keys) == ("bop2nd", "layer", True, 100, 100, 1e-6, 1e-7, 1e-3)
+    assert values("binarynet_batch", "bop2ndOrder", *keys) == ("bop2nd", "batch", False, 100, 100, 1e-5, 1e-7, 1e-3)
+    assert values("binarynet_batch", "bop2ndOrder_unbiased_testExp", *keys) == (
+        "bop2nd", "batch", True, 350, 50, 1e-6, 1e-7, 1e-3)
+    assert values("binarynet", "bop2ndOrder_testExp", "epochs", "threshold") == (300, 1e-5)
+    for name in ("threshold", "gamma", "sigma", "learning_rate"):
+        schedule = values("binarynet_batch", "bop2ndOrder_testExp", *(f"{name}_decay{p}" for p in ("", "_factor", "_epochs")))
+        assert schedule == ("step", 0.1, 100)
+    linear = ("decay", "end")
+    for set_name, bias_correction in (("bop2ndOrder_CIFAR", False), ("bop2ndOrder_unbiased_CIFAR", True)):
+        cifar = hparams.resolve("binarynet_batch", set_name)
+        assert (cifar["epochs"], cifar["batch_size"], cifar["bias_correction"]) == (500, 50, bias_correction)
+        assert [(cifar[name], *(cifar[f"{name}_{part}"] for part in linear))
+                for name in ("threshold", "gamma", "sigma", "learning_rate")] == [
+            (1e-5, "linear", 1e-8), (1e-2, "linear", 1e-5), (1e-7, "linear", 1e-2), (1e-2, "linear", 1e-3)]
+    for model, epochs in (("xnornet_batch", 100), ("birealnet_batch", 150)):
+        imagenet = hparams.resolve(model, "bop2ndOrder_ImageNet")
+        assert (imagenet["epochs"], imagenet["batch_size"], imagenet["bias_correction"]) == (epochs, 1024, False)
+        assert [(imagenet[name], *(imagenet[f"{name}_{part}"] for part in linear))
+                for name in ("threshold", "gamma", "sigma", "learning_rate")] == [
+            (1e-8, "linear", 1e-5), (1e-4, "linear", 1e-9), (1e-5, "linear", 1e-2), (2.5e-3, "linear", 5e-6)]
+        assert hparams.default_set(model) == "bop2ndOrder_ImageNet"
+    assert hparams.resolve("xnornet_batch", "bop2ndOrder_ImageNet")["kernel_regularization"] == 5e-7
+    assert hparams.default_set("binarynet_batch") == "bop2ndOrder"
+
+
+def test_that_papers_factor_decays_become_step_schedules_with_its_period():
+    # Its section 5.1.4 command line, on bnno's bop set and on its own set.
+    overrides = "epochs_decay=100,threshold=1e-6,threshold_decay=0.1,gamma=1e-7,gamma_decay=0.1,sigma=1e-3,sigma_decay=0.1"
+    for model, set_name in (("binarynet", "bop"), ("binarynet_batch", "bop2ndOrder_testExp")):
+        h = hparams.resolve(model, set_name, overrides)
+        for name in ("threshold", "gamma", "sigma"):
+            assert (h[f"{name}_decay"], h[f"{name}_decay_factor"], h[f"{name}_decay_epochs"]) == ("step", 0.1, 100)
+    # epochs_decay is the period of every factor; bnno's own words still override a factor.
+    h = hparams.resolve("binarynet_batch", "bop2ndOrder_testExp", "epochs_decay=50,gamma_decay=linear,gamma_end=1e-9")
+    assert (h["threshold_decay_epochs"], h["sigma_decay_epochs"], h["learning_rate_decay_epochs"]) == (50, 50, 50)
+    assert (h["gamma_decay"], h["gamma_end"]) == ("linear", 1e-9) and "gamma_decay_factor" not in h
+    # A word is left alone, with or without epochs_decay.
+    assert hparams.resolve("binarynet", "bop_sec52", "epochs_decay=7")["gamma_decay_epochs"] == 100
+
+
+@pytest.mark.parametrize(
+    "model, set_name, overrides, message",
+    [
+        ("binarynet", "bop", "gamma_decay=0.1",
+         "gamma_decay=0.1 in binarynet set 'bop' is a factor, which needs epochs_decay=N (times 0.1 every N "
+         "epochs, as in 'A Bop and Beyond'); or write gamma_decay=step,gamma_decay_factor=0.1,gamma_decay_epochs=N."),
+        ("binarynet_batch", "bop2ndOrder_testExp", "epochs_decay=0",
+         "Hyperparameter epochs_decay of binarynet_batch set 'bop2ndOrder_testExp' must be a whole number of at "
+         "least 1 and at most 2147483647; got 0."),
+        ("binarynet_batch", "bop2ndOrder_testExp", "epochs_decay=1.5",
+         "Hyperparameter epochs_decay=1.5 must be a whole number (e.g. 100)."),
+        ("binarynet_batch", "bop2ndOrder_testExp", "sigma_decay=stepp",
+         "Unknown sigma_decay 'stepp' in binarynet_batch set 'bop2ndOrder_testExp'; valid choices are: linear, "
+         "none, piecewise, step. Did you mean 'step'?"),
+        ("binarynet_batch", "bop2ndOrder", "sigma=-1",
+         "Hyperparameter sigma of binarynet_batch set 'bop2ndOrder' must be a number greater than 0 and at most "
+         "1; got -1.0."),
+        ("binarynet_batch", "bop2ndOrder", "sigma=0",
+         "Hyperparameter sigma of binarynet_batch set 'bop2ndOrder' must be a number greater than 0 and at most "
+         "1; got 0.0."),
+        ("binarynet_batch", "bop2ndOrder", "bias_correction=maybe", "Hyperparameter bias_correction=maybe must be true or false."),
+        ("binarynet_batch", "bop2ndOrder", "normalization=group",
+         "Unknown normalization 'group' in binarynet_batch set 'bop2ndOrder'; valid choices are: batch, layer."),
+        ("binarynet_batch", "bop2ndOrder", "sigma_decay=linear",
+         "sigma_decay=linear in binarynet_batch set 'bop2ndOrder' also needs sigma_end (e.g. --hparams sigma_end=...)."),
+        ("binarynet_batch", "bop2ndOrder", "threshold_decay=linear,threshold_end=-1",
+         "Hyperparameter threshold_end of binarynet_batch set 'bop2ndOrder' must be a number at least 0; got -1.0."),
+        ("binarynet_batch", "bop2ndOrder_unbiased", "gamma_decay=piecewise,gamma_boundaries=[10],gamma_factors=[1, 0]",
+         "gamma_factors of binarynet_batch set 'bop2ndOrder_unbiased' must all be greater than 0: bias_correction "
+         "divides by gamma."),
+        ("binarynet", "bop", "optimizer=bop2nd",
+         "Hyperparameter sigma of binarynet set 'bop' must be a number."),
+    ],
+)
+def test_bad_bop2ndorder_values_are_one_sentence_usage_errors(model, set_name, overrides, message):
+    with pytest.raises(UsageError) as error:
+        hparams.resolve(model, set_name, overrides)
+    assert str(error.value) == message
 
 
 # --- default sets ------------------------------------------------------------------------
@@ -274,11 +366,13 @@ def test_a_file_of_one_set_needs_no_default_set(tmp_path):
          "Unknown default_set 'bop' in {file}; valid choices are: bob. Did you mean 'bob'?"),
         ("mine:\n  extends: bop\n", "Unknown set 'bop' in extends of set 'mine' of {file}; valid choices are: mine."),
         ("mine:\n  extends: binarynet:bopp\n",
-         "Unknown binarynet set 'bopp' in extends of set 'mine' of {file}; valid choices are: bop, bop_sec52, "
-         "default. Did you mean 'bop'?"),
+         "Unknown binarynet set 'bopp' in extends of set 'mine' of {file}; valid choices are: bop, bop2ndOrder, "
+         "bop2ndOrder_testExp, bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, bop_sec52, default. "
+         "Did you mean 'bop'?"),
         ("mine:\n  extends: binarynett:bop\n",
          "Unknown model 'binarynett' in extends of set 'mine' of {file}; valid choices are: binary_alexnet, "
-         "binarynet, birealnet, xnornet. Did you mean 'binarynet'?"),
+         "binarynet, binarynet_batch, birealnet, birealnet_batch, resnet18_tricks, xnornet, xnornet_batch. "
+         "Did you mean 'binarynet'?"),
         ("mine:\n  extends: [bop]\n", "extends of set 'mine' of {file} must name a set, e.g. bop or binarynet:bop."),
         ("default_set: a\na:\n  extends: b\nb:\n  extends: c\nc:\n  extends: a\n",
          "Hyperparameter sets extend each other in a loop: a -> b -> c -> a."),

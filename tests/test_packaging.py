@@ -71,4 +71,6 @@ def test_the_wheel_carries_the_hyperparameter_sets(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     installed = json.loads(result.stdout.strip().splitlines()[-1])
-    assert installed == {"models": models, "sets": ["bop", "bop_sec52", "default"], "default": "bop"}
+    sets = ["bop", "bop2ndOrder", "bop2ndOrder_testExp", "bop2ndOrder_unbiased", "bop2ndOrder_unbiased_testExp",
+            "bop_sec52", "default"]
+    assert installed == {"models": models, "sets": sets, "default": "bop"}

@@ -10,10 +10,13 @@ import csv
 import shlex
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bnno.cli import cli
 from bnno.data.testing import mock_tfds
+from tests.imagefolders import make_image_folder
 
 PAPER_CIFAR10 = [
     # Section 5.1, the hyperparameter analysis
@@ -73,3 +76,120 @@ def test_the_papers_imagenet_commands_run_for_every_model_and_set(command, tmp_p
     with mock_tfds(["imagenet2012"], num_examples=4, splits=("train", "validation")):
         row = run(with_extra_hparams(command, "epochs=1,batch_size=2"), tmp_path)
     assert 0.0 <= float(row["val_top5_accuracy"]) <= 1.0
+
+
+# --- "A Bop and Beyond" (Suarez-Ramirez et al., 2021, arXiv:2104.05124) -------------------
+
+# Every command line of its code's README (github.com/CuauSuarez/Bop2ndOrder), copied as
+# printed there, line continuations included.
+BOP2ND_README_CIFAR10 = {
+    "train": "bnno train binarynet --dataset cifar10",
+    "5.1.1-batch-biased": """bnno train binarynet_batch \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder \\
+    --hparams threshold=1e-6,gamma=1e-7,sigma=1e-3,epochs=150 \\
+    --tensorboard=True""",
+    "5.1.1-batch-unbiased": """bnno train binarynet_batch \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder_unbiased \\
+    --hparams threshold=1e-6,gamma=1e-7,sigma=1e-3,epochs=150 \\
+    --tensorboard=True""",
+    "5.1.1-layer-biased": """bnno train binarynet \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder \\
+    --hparams threshold=1e-6,gamma=1e-7,sigma=1e-3,epochs=150 \\
+    --tensorboard=True""",
+    "5.1.1-layer-unbiased": """bnno train binarynet \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder_unbiased \\
+    --hparams threshold=1e-6,gamma=1e-7,sigma=1e-3,epochs=150 \\
+    --tensorboard=True""",
+    "5.1.3-ablation": """bnno train binarynet_batch \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder_unbiased \\
+    --hparams threshold=1e-6,gamma=1e-7,sigma=1e-3,epochs=100 \\
+    --tensorboard=True""",
+    "5.1.4-unbiased": """bnno train binarynet_batch \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder_unbiased_testExp \\
+    --hparams epochs_decay=100,threshold=1e-6,threshold_decay=0.1,gamma=1e-7,gamma_decay=0.1,sigma=1e-3,sigma_decay=0.1 \\
+    --tensorboard=True""",
+    "5.1.4-biased": """bnno train binarynet_batch \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder_testExp \\
+    --hparams epochs_decay=100,threshold=1e-6,threshold_decay=0.1,gamma=1e-7,gamma_decay=0.1,sigma=1e-3,sigma_decay=0.1 \\
+    --tensorboard=True""",
+    "5.2-unbiased": """bnno train binarynet_batch \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder_unbiased_CIFAR \\
+    --tensorboard=True""",
+    "5.2-biased": """bnno train binarynet_batch \\
+    --dataset cifar10 \\
+    --preprocess-fn resize_and_flip \\
+    --hparams-set bop2ndOrder_CIFAR \\
+    --tensorboard=True""",
+}
+BOP2ND_README_IMAGENET = {
+    "5.3-xnornet": "bnno train xnornet_batch --dataset imagenet2012 --hparams-set bop2ndOrder_ImageNet",
+    "5.3-birealnet": "bnno train birealnet_batch --dataset imagenet2012 --hparams-set bop2ndOrder_ImageNet",
+}
+
+
+def as_written(command: str, folder, extra: dict) -> list:
+    """The arguments of a README command (without the program name), with the data set
+    swapped for ``folder`` and ``extra`` merged into its ``--hparams`` (replacing keys
+    it gives, such as epochs)."""
+    args = shlex.split(command.replace("\\\n", " "))[1:]
+    args[args.index("--dataset") + 1] = str(folder)
+    if "--hparams" not in args:
+        args += ["--hparams", ""]
+    i = args.index("--hparams") + 1
+    overrides = dict(item.split("=", 1) for item in args[i].split(",") if item)
+    args[i] = ",".join(f"{k}={v}" for k, v in {**overrides, **extra}.items())
+    return args
+
+
+@pytest.fixture(scope="module")
+def cifar_like(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("cifar"), size=32, train_per_class=4, validation_per_class=2)
+
+
+@pytest.mark.parametrize("command", BOP2ND_README_CIFAR10.values(), ids=BOP2ND_README_CIFAR10.keys())
+def test_bop_and_beyonds_cifar10_commands_run_as_written(command, cifar_like, tmp_path):
+    out = tmp_path / "run"
+    args = as_written(command, cifar_like, dict(epochs=1, batch_size=6, filters=8, dense_units=16))
+    result = CliRunner().invoke(cli, args + ["--max-steps", "1", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert (out / "train").is_dir()  # TensorBoard events, as --tensorboard=True asks
+    with open(out / "history.csv", newline="") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1"]
+    recorded = yaml.safe_load((out / "hparams.yaml").read_text())["hparams"]
+    if recorded["optimizer"] == "bop2nd":  # TensorBoard follows sigma's schedule too
+        events = EventAccumulator(str(out / "train")).Reload().Tags()
+        assert {"epoch_gamma", "epoch_sigma", "epoch_flip_ratio"} <= set(events["tensors"])
+    if "epochs_decay=100" in command:  # section 5.1.4: everything times 0.1 every 100 epochs
+        for name in ("threshold", "gamma", "sigma", "learning_rate"):
+            schedule = [recorded[f"{name}_decay{part}"] for part in ("", "_factor", "_epochs")]
+            assert schedule == ["step", 0.1, 100], name
+
+
+@pytest.mark.parametrize("command", BOP2ND_README_IMAGENET.values(), ids=BOP2ND_README_IMAGENET.keys())
+def test_bop_and_beyonds_imagenet_commands_run_as_written(command, tmp_path):
+    # XNOR-Net's 6x6 "valid" convolution needs ImageNet-sized images; Bi-Real Net takes any.
+    size = 224 if "xnornet" in command else 64
+    folder = make_image_folder(tmp_path / "imagenet", size=size, train_per_class=1, validation_per_class=1,
+                               classes=("horizontal", "vertical"))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli, as_written(command, folder, dict(epochs=1, batch_size=2)) + ["--max-steps", "1", "--output-dir", str(out)]
+    )
+    assert result.exit_code == 0, result.output[-3000:]
+    assert (out / "model.keras").exists()

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from bnno import hparams, recipe
-from bnno.nn.optimizers import Bop, CaseOptimizer
+from bnno.nn.optimizers import Bop, Bop2ndOrder, CaseOptimizer
 
 
 def value(schedule, step):
@@ -63,3 +63,50 @@ def test_adam_sets_use_adam_alone():
     optimizer = recipe.optimizer(hparams.resolve("binarynet", "default"), steps_per_epoch=500)
     assert type(optimizer) is keras.optimizers.Adam
     assert float(optimizer.learning_rate) == pytest.approx(5e-3)
+
+
+# --- Bop2ndOrder ("A Bop and Beyond", Suarez-Ramirez et al., 2021) --------------------------
+
+
+@pytest.mark.parametrize("set_name, bias_correction", [("bop2ndOrder", False), ("bop2ndOrder_unbiased", True)])
+def test_bop2nd_sets_train_binary_kernels_with_bop2ndorder_and_the_rest_with_adam(set_name, bias_correction):
+    optimizer = recipe.optimizer(hparams.resolve("binarynet_batch", set_name), steps_per_epoch=500)
+    assert isinstance(optimizer, CaseOptimizer)
+    bop2nd, adam = optimizer.optimizers
+    assert type(bop2nd) is Bop2ndOrder and type(adam) is keras.optimizers.Adam
+    assert (bop2nd.threshold, bop2nd.sigma, bop2nd.bias_correction, bop2nd.epsilon) == (1e-5, 1e-3, bias_correction, 1e-10)
+    assert float(bop2nd.gamma) == pytest.approx(1e-7)
+    assert float(adam.learning_rate) == pytest.approx(1e-2)
+    assert optimizer.predicates[0] is Bop.is_binary_variable
+
+
+def test_section_514_decays_threshold_gamma_sigma_and_learning_rate_tenfold_every_100_epochs():
+    h = hparams.resolve("binarynet_batch", "bop2ndOrder_testExp")
+    for name, start in (("threshold", 1e-6), ("gamma", 1e-7), ("sigma", 1e-3), ("learning_rate", 1e-2)):
+        decayed = recipe.schedule(h, name, steps_per_epoch=1000)  # 50,000 images / 50
+        assert [value(decayed, step) for step in (0, 99_999, 100_000, 250_000)] == pytest.approx(
+            [start, start, start / 10, start / 100], rel=1e-5), name
+    bop2nd, _ = recipe.optimizer(h, steps_per_epoch=1000).optimizers
+    assert value(bop2nd.threshold, 100_000) == pytest.approx(1e-7)
+    assert value(bop2nd.sigma, 100_000) == pytest.approx(1e-4)
+    assert recipe.schedules_depending_on_epochs(h) == []  # such a run can be extended
+
+
+def test_section_52_schedules_run_linearly_over_the_run_and_sigma_rises():
+    h = hparams.resolve("binarynet_batch", "bop2ndOrder_CIFAR")
+    total = 500 * 1000
+    expected = {"threshold": (1e-5, 1e-8), "gamma": (1e-2, 1e-5), "sigma": (1e-7, 1e-2), "learning_rate": (1e-2, 1e-3)}
+    for name, (start, end) in expected.items():
+        linear = recipe.schedule(h, name, steps_per_epoch=1000)
+        # PolynomialDecay computes (start - end) * (1 - t / T) + end in float32: rising
+        # from 1e-7 to 1e-2, sigma starts at 9.965e-8.
+        assert [value(linear, step) for step in (0, total // 2, total)] == pytest.approx(
+            [start, (start + end) / 2, end], rel=1e-4, abs=1e-6 * max(start, end)), name
+    assert recipe.schedules_depending_on_epochs(h) == ["learning_rate", "gamma", "threshold", "sigma"]
+
+
+def test_bops_threshold_follows_a_schedule_too():
+    h = hparams.resolve("binarynet", "bop", "threshold_decay=piecewise,threshold_boundaries=[2],threshold_factors=[1, 0]")
+    bop, _ = recipe.optimizer(h, steps_per_epoch=10).optimizers
+    assert type(bop) is Bop
+    assert [value(bop.threshold, step) for step in (20, 21)] == [pytest.approx(1e-6), 0.0]

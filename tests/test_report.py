@@ -166,6 +166,11 @@ def test_the_paper_figure_and_the_difference_for_bop_sec52_on_cifar10(tmp_path):
     ("binarynet", "cifar10", "bop", None),  # section 5.1 is figures, not a number
     ("birealnet", "imagenet2012", "adam", None),
     ("binarynet", "/data/cifar10", "bop_sec52", None),  # an image folder is not the paper's data
+    # "A Bop and Beyond" (Suarez-Ramirez et al., 2021), under its model names
+    ("binarynet_batch", "cifar10", "bop2ndOrder_CIFAR", 0.919),
+    ("binarynet_batch", "cifar10", "bop2ndOrder_unbiased_CIFAR", 0.914),
+    ("xnornet_batch", "imagenet2012", "bop2ndOrder_ImageNet", 0.469),
+    ("birealnet_batch", "imagenet2012", "bop2ndOrder_ImageNet", 0.572),
 ])
 def test_papers_figures_match_model_dataset_and_set(model, dataset, hparams_set, expected):
     figure = papers.figure_for(model, dataset, hparams_set)
@@ -454,3 +459,18 @@ def test_report_of_a_real_training_run(tmp_path):
     schedules = plots.schedules_figure(runs)
     assert [line.get_ydata()[0] for line in schedules.axes[0].get_lines()] == pytest.approx([1e-3])
     assert np.isclose(schedules.axes[1].get_lines()[0].get_ydata()[0], 0.01)
+
+
+def test_a_two_stage_run_shows_where_it_started(tmp_path):
+    stage2 = write_run(tmp_path / "stage2", model="resnet18_tricks", hparams_set="stage2")
+    record = yaml.safe_load((stage2 / "hparams.yaml").read_text())
+    record["init_from"] = str(tmp_path / "stage1" / "model.keras")
+    (stage2 / "hparams.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    plain = write_run(tmp_path / "plain")
+
+    result = report(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    entries = {entry["name"]: entry for entry in last_json(result.output)["runs"]}
+    assert entries["stage2"]["init_from"] == str(tmp_path / "stage1" / "model.keras")
+    assert f"stage2: started from {tmp_path / 'stage1' / 'model.keras'}" in result.output
+    assert entries["plain"]["init_from"] is None and plain.exists()

@@ -14,7 +14,7 @@ from bnno.registry import Registry
 
 MODELS = Registry("model")
 
-_MODULES = ("binarynet", "binary_alexnet", "xnornet", "birealnet")
+_MODULES = ("binarynet", "binary_alexnet", "xnornet", "birealnet", "resnet18_tricks")
 
 # Other names users type: the paper's README trains "alexnet".
 ALIASES = {"alexnet": "binary_alexnet"}
@@ -43,6 +43,36 @@ def batch_normalization(**kwargs):
 
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return BatchNormalization(synchronized=replicas > 1, **kwargs)
+
+
+def normalization(hparams: dict, **batch_norm_args):
+    """The normalization layer that ``hparams["normalization"]`` names.
+
+    ``"batch"`` (the default): :func:`batch_normalization` with ``batch_norm_args``.
+    ``"layer"``: Keras' ``LayerNormalization`` with its defaults (over the channels at
+    each position, with a learned scale and offset; no statistics to synchronize),
+    which "A Bop and Beyond"'s code (Suarez-Ramirez et al., 2021, arXiv:2104.05124) puts
+    in place of every batch normalization of its ``binarynet``, ``xnornet`` and
+    ``birealnet``; ``batch_norm_args`` do not apply to it.
+    """
+    if hparams.get("normalization", "batch") == "layer":
+        import keras
+
+        return keras.layers.LayerNormalization()
+    return batch_normalization(**batch_norm_args)
+
+
+def batch_normalized(hparams: dict, name: str) -> dict:
+    """``hparams`` for ``name``, one of the ``<model>_batch`` names "A Bop and Beyond"'s
+    code gives its models with batch normalization; a set that asks for another
+    normalization is a ``UsageError``."""
+    if hparams.get("normalization", "batch") != "batch":
+        model = name[: -len("_batch")]
+        raise UsageError(
+            f"{name} always uses batch normalization; for normalization="
+            f"{hparams['normalization']} train {model} instead."
+        )
+    return hparams
 
 
 def _import_all():

@@ -4,11 +4,16 @@ of Helwegen et al. (2019), "Latent Weights Do Not Exist".
 A VGG-like network of six binary 3x3 convolutions and three binary dense layers, each
 followed by batch normalization; the paper's code ``bnn_optimization/models/binarynet.py``
 rebuilt with bnno's layers.
+
+"A Bop and Beyond" (Suarez-Ramirez et al., 2021, arXiv:2104.05124) trains it with layer
+normalization in place of batch normalization (its code's ``binarynet``) and with batch
+normalization (its ``binarynet_batch``): ``normalization: layer`` and the name
+``binarynet_batch`` give both.
 """
 
 import keras
 
-from bnno.models import MODELS, batch_normalization, option
+from bnno.models import MODELS, batch_normalized, normalization, option
 from bnno.nn.layers import QuantConv2D, QuantDense
 
 
@@ -33,8 +38,9 @@ def binarynet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     ``input_quantizer`` (default "ste_sign") and pad "same".
 
     Reads ``filters`` (128), ``dense_units`` (1024), ``kernel_size`` (3),
-    ``input_quantizer``, ``kernel_quantizer`` ("noop": Bop's binary kernels) and
-    ``kernel_constraint`` (none) from ``hparams``.
+    ``input_quantizer``, ``kernel_quantizer`` ("noop": Bop's binary kernels),
+    ``kernel_constraint`` (none) and ``normalization`` ("batch"; "layer" puts Keras'
+    ``LayerNormalization()`` in place of every BN) from ``hparams``.
     """
     filters = hparams.get("filters", 128)
     dense_units = hparams.get("dense_units", 1024)
@@ -51,7 +57,7 @@ def binarynet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     def batch_norm(x):
         # scale=False: a positive scale cannot change the sign the next layer takes,
         # and the paper keeps Keras' default momentum (0.99).
-        return batch_normalization(scale=False)(x)
+        return normalization(hparams, scale=False)(x)
 
     inputs = keras.Input(input_shape)
     # The first layer sees the image itself: binarizing it would throw away most of
@@ -70,3 +76,10 @@ def binarynet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     # float32 so that the probabilities stay exact under mixed precision.
     outputs = keras.layers.Activation("softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="binarynet")
+
+
+@MODELS.register("binarynet_batch")
+def binarynet_batch(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
+    """BinaryNet with batch normalization, under the name "A Bop and Beyond"'s code
+    gives it (its ``binarynet`` has layer normalization): bnno's ``binarynet``."""
+    return binarynet(batch_normalized(hparams, "binarynet_batch"), input_shape, num_classes)

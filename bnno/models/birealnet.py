@@ -4,11 +4,15 @@ Helwegen et al. (2019), "Latent Weights Do Not Exist" (56.6 % top-1).
 A ResNet-18 whose every binary 3x3 convolution has its own real-valued shortcut, so
 the real-valued activations flow past each sign; the paper's code
 ``bnn_optimization/models/birealnet.py`` rebuilt with bnno's layers.
+
+"A Bop and Beyond" (Suarez-Ramirez et al., 2021, arXiv:2104.05124) reports it with
+Bop2ndOrder under the name ``birealnet_batch`` (57.2 % top-1); its code's ``birealnet``
+has layer normalization instead (``normalization: layer``).
 """
 
 import keras
 
-from bnno.models import MODELS, batch_normalization, option
+from bnno.models import MODELS, batch_normalized, normalization, option
 from bnno.nn.layers import QuantConv2D
 
 
@@ -27,15 +31,16 @@ def birealnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     bias.
 
     Reads ``input_quantizer`` ("approx_sign", Bi-Real Net's pseudo-gradient),
-    ``kernel_quantizer`` ("noop": Bop's binary kernels) and ``kernel_constraint``
-    (none) from ``hparams``.
+    ``kernel_quantizer`` ("noop": Bop's binary kernels), ``kernel_constraint`` (none)
+    and ``normalization`` ("batch"; "layer" puts Keras' ``LayerNormalization()`` in
+    place of every BN) from ``hparams``.
     """
     input_quantizer = option(hparams, "input_quantizer", "approx_sign")
     kernel_quantizer = option(hparams, "kernel_quantizer", "noop")
     kernel_constraint = option(hparams, "kernel_constraint", None)
 
     def batch_norm(x):
-        return batch_normalization(momentum=0.8)(x)
+        return normalization(hparams, momentum=0.8)(x)
 
     def residual_block(x, double_filters=False, filters=None):
         in_filters = x.shape[-1]
@@ -88,3 +93,10 @@ def birealnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     x = keras.layers.Dense(num_classes)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="birealnet")
+
+
+@MODELS.register("birealnet_batch")
+def birealnet_batch(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
+    """Bi-Real Net with batch normalization, under the name "A Bop and Beyond"'s code
+    gives it (its ``birealnet`` has layer normalization): bnno's ``birealnet``."""
+    return birealnet(batch_normalized(hparams, "birealnet_batch"), input_shape, num_classes)

@@ -4,11 +4,15 @@ Helwegen et al. (2019), "Latent Weights Do Not Exist" (45.9 % top-1).
 An AlexNet whose first and last layers stay full precision and whose other layers are
 binary, with batch normalization after every layer (after the pooling where there is
 one); the paper's code ``bnn_optimization/models/xnor.py`` rebuilt with bnno's layers.
+
+"A Bop and Beyond" (Suarez-Ramirez et al., 2021, arXiv:2104.05124) reports it with
+Bop2ndOrder under the name ``xnornet_batch`` (46.9 % top-1); its code's ``xnornet`` has
+layer normalization instead (``normalization: layer``).
 """
 
 import keras
 
-from bnno.models import MODELS, batch_normalization, option
+from bnno.models import MODELS, batch_normalized, normalization, option
 from bnno.nn.layers import QuantConv2D
 
 
@@ -33,8 +37,10 @@ def xnornet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     inputs of about 224x224 (ImageNet's).
 
     Reads ``input_quantizer`` ("ste_sign"), ``kernel_quantizer`` ("noop": Bop's binary
-    kernels), ``kernel_constraint`` (none) and ``kernel_regularization`` (the L2 amount
-    on the two full-precision kernels; 0 or absent for none) from ``hparams``.
+    kernels), ``kernel_constraint`` (none), ``kernel_regularization`` (the L2 amount
+    on the two full-precision kernels; 0 or absent for none) and ``normalization``
+    ("batch"; "layer" puts Keras' ``LayerNormalization()`` in place of every BN) from
+    ``hparams``.
     """
     quantized_args = dict(
         input_quantizer=option(hparams, "input_quantizer", "ste_sign"),
@@ -49,7 +55,7 @@ def xnornet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
         return keras.regularizers.L2(amount) if amount > 0 else None
 
     def batch_norm(x, epsilon=1e-4):
-        return batch_normalization(momentum=0.9, scale=True, epsilon=epsilon)(x)
+        return normalization(hparams, momentum=0.9, scale=True, epsilon=epsilon)(x)
 
     def max_pool(x):
         # Pool the real-valued sums, before batch norm and the next layer's sign:
@@ -91,3 +97,10 @@ def xnornet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     # float32 so that the probabilities stay exact under mixed precision.
     outputs = keras.layers.Activation("softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="xnornet")
+
+
+@MODELS.register("xnornet_batch")
+def xnornet_batch(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
+    """XNOR-Net with batch normalization, under the name "A Bop and Beyond"'s code
+    gives it (its ``xnornet`` has layer normalization): bnno's ``xnornet``."""
+    return xnornet(batch_normalized(hparams, "xnornet_batch"), input_shape, num_classes)

@@ -1,5 +1,5 @@
-"""Optimizers for BNNs: Bop, and CaseOptimizer to train binary and real-valued
-variables with different optimizers (larq ``optimizers``)."""
+"""Optimizers for BNNs: Bop and Bop2ndOrder, and CaseOptimizer to train binary and
+real-valued variables with different optimizers (larq ``optimizers``)."""
 
 import copy
 import warnings
@@ -10,7 +10,7 @@ from keras import ops
 
 from bnno.nn.quantizers import binary_sign
 
-__all__ = ["Bop", "CaseOptimizer", "is_binary_variable"]
+__all__ = ["Bop", "Bop2ndOrder", "CaseOptimizer", "is_binary_variable"]
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -63,16 +63,17 @@ class Bop(keras.optimizers.Optimizer):
         super().build(variables)
         self._moving_averages = self.add_optimizer_variables(variables, "m")
 
-    def _current_threshold(self, dtype):
-        threshold = self.threshold
-        if isinstance(threshold, Schedule):
-            threshold = threshold(self.iterations)
-        return ops.cast(threshold, dtype)
+    def _current(self, hyperparameter, dtype):
+        """``hyperparameter`` (a float, or a schedule evaluated at ``iterations``, as
+        Keras evaluates learning rates) as a tensor of ``dtype``."""
+        if isinstance(hyperparameter, Schedule):
+            hyperparameter = hyperparameter(self.iterations)
+        return ops.cast(hyperparameter, dtype)
 
     def update_step(self, gradient, variable, learning_rate):
         gamma = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
-        threshold = self._current_threshold(variable.dtype)
+        threshold = self._current(self.threshold, variable.dtype)
         m = self._moving_averages[self._get_variable_index(variable)]
         self.assign_add(m, gamma * (gradient - m))
         flip_or_keep = -ops.sign(variable * m - threshold)
@@ -87,15 +88,117 @@ class Bop(keras.optimizers.Optimizer):
         config["threshold"] = threshold
         return config
 
+    #: The arguments that may be schedules (serialized as dicts in the config).
+    _SCHEDULABLE = ("gamma", "threshold")
+
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        for key in ("gamma", "threshold"):
+        for key in cls._SCHEDULABLE:
             if isinstance(config.get(key), dict):
                 config[key] = keras.optimizers.schedules.deserialize(
                     config[key], custom_objects=custom_objects
                 )
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="bnno")
+class Bop2ndOrder(Bop):
+    r"""Second-order binary optimizer, Bop2ndOrder (Suarez-Ramirez et al., 2021, "A Bop
+    and Beyond"): Bop with the moving average of the gradient normalized by that of its
+    square before the comparison with the threshold, as Adam normalizes its step.
+
+    For each binary weight w with gradient g, every step:
+
+        m <- m + gamma * (g - m)                  (first raw moment)
+        v <- v + sigma * (g^2 - v)                (second raw moment)
+        r  = m / (sqrt(v) + epsilon)              (biased, the default)
+        r  = (m / gamma) / (sqrt(v / sigma) + epsilon)   (bias_correction=True)
+        w <- sign(-sign(w * r - threshold) * w)   (with sign(0) = +1)
+
+    so w flips when the normalized average agrees in sign with w and exceeds
+    ``threshold``. The bias correction is the paper's code's (``Bop2ndOrder_unbiased``
+    in ``bnn_optimization/optimizers.py``): m and v divided by gamma and sigma at the
+    current step, Adam's correction 1 - (1 - rate)^t taken at t = 1. Scheduled gamma
+    and sigma are divided by their current values.
+
+    Bop2ndOrder trains the same variables as Bop (``is_binary_variable``) and, like
+    Bop, keeps its moving averages in the variables' dtype (float32 under mixed
+    precision); ``isinstance(optimizer, Bop)`` holds, and ``gamma`` is the Keras
+    ``learning_rate``.
+
+    Args:
+        threshold: how strong the normalized average must be to flip a weight (tau);
+            a float or a ``LearningRateSchedule``.
+        gamma: the adaptivity rate of the first moment; a float or a
+            ``LearningRateSchedule``.
+        sigma: the adaptivity rate of the second moment; a float or a
+            ``LearningRateSchedule``.
+        bias_correction: divide m by gamma and v by sigma before comparing.
+        epsilon: added to the square root of v, so that a zero v does not divide by
+            zero (the paper's code uses 1e-10).
+        name: the optimizer's name.
+        **kwargs: further ``keras.optimizers.Optimizer`` arguments.
+
+    References:
+        - Suarez-Ramirez, Gonzalez-Mendoza, Chang, Ochoa-Ruiz and Duran-Vega, "A Bop and
+          Beyond: A Second Order Optimizer for Binarized Neural Networks", CVPR 2021
+          workshops, https://arxiv.org/abs/2104.05124; code:
+          https://github.com/CuauSuarez/Bop2ndOrder (branch ``conference``).
+    """
+
+    _SCHEDULABLE = ("gamma", "threshold", "sigma")
+
+    def __init__(
+        self,
+        threshold=1e-6,
+        gamma=1e-6,
+        sigma=1e-2,
+        bias_correction=False,
+        epsilon=1e-10,
+        name="Bop2ndOrder",
+        **kwargs,
+    ):
+        super().__init__(threshold=threshold, gamma=gamma, name=name, **kwargs)
+        self.sigma = sigma
+        self.bias_correction = bool(bias_correction)
+        self.epsilon = epsilon
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._second_moments = self.add_optimizer_variables(variables, "v")
+
+    @property
+    def current_sigma(self):
+        """The current sigma (the schedule's value at ``iterations`` if a schedule)."""
+        return self._current(self.sigma, "float32")
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        gamma = ops.cast(learning_rate, dtype)
+        sigma = self._current(self.sigma, dtype)
+        threshold = self._current(self.threshold, dtype)
+        gradient = ops.cast(gradient, dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._moving_averages[index], self._second_moments[index]
+        self.assign_add(m, gamma * (gradient - m))
+        self.assign_add(v, sigma * (ops.square(gradient) - v))
+        if self.bias_correction:
+            normalized = (m / gamma) / (ops.sqrt(v / sigma) + self.epsilon)
+        else:
+            normalized = m / (ops.sqrt(v) + self.epsilon)
+        flip_or_keep = -ops.sign(variable * normalized - threshold)
+        self.assign(variable, binary_sign(flip_or_keep * variable))
+
+    def get_config(self):
+        config = super().get_config()
+        sigma = self.sigma
+        if isinstance(sigma, Schedule):
+            sigma = keras.optimizers.schedules.serialize(sigma)
+        config.update(sigma=sigma, bias_correction=self.bias_correction, epsilon=self.epsilon)
+        return config
 
 
 Predicate = Callable[[object], bool]

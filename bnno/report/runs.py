@@ -97,8 +97,8 @@ class RunReport:
     def final_flip_ratio(self) -> Optional[float]:
         """The overall flip ratio of the last logged epoch; ``None`` for runs without
         Bop (no binary kernels trained by flips) or without TensorBoard events."""
-        if self.hparams.get("optimizer") != "bop":
-            return None  # latent-weight runs log their latent signs' flips, not Bop's
+        if self.hparams.get("optimizer") not in ("bop", "bop2nd"):
+            return None  # latent-weight runs log their latent signs' flips, not a flip optimizer's
         values = self.scalar("flip_ratio")
         return values[-1][1] if values else None
 
@@ -226,8 +226,10 @@ def load(directory: pathlib.Path, name: str) -> RunReport:
         wall_seconds: Optional[float] = recorded_seconds
     else:  # runs recorded before history.csv had the column
         wall_seconds = event_seconds or None
-    return RunReport(directory, name, record, history, scalars, wall_seconds,
-                     notes=[damage] if damage else [])
+    notes = [damage] if damage else []
+    if record.get("init_from"):  # a two-stage run (bnno train --init-from)
+        notes.append(f"started from {record['init_from']}")
+    return RunReport(directory, name, record, history, scalars, wall_seconds, notes=notes)
 
 
 def collect(paths: Iterable[pathlib.Path]) -> Tuple[List[RunReport], List[Dict[str, str]]]:

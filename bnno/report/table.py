@@ -132,6 +132,7 @@ def entry(run: RunReport) -> Dict[str, Any]:
         "hparams": run.hparams,
         "varied": run.varied,
         "seed": run.record.get("seed"),
+        "init_from": run.record.get("init_from"),
         "state": "finished" if run.finished else "unfinished",
         "epochs_done": run.epochs_done,
         "epochs_planned": run.epochs_planned,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bnno import hparams, models
+from bnno.errors import UsageError
 from bnno.nn import constraints, quantizers
 from bnno.nn.layers import QuantConv2D, QuantDense
 
@@ -209,3 +210,51 @@ def test_a_model_round_trips_through_keras_saving(tmp_path):
     np.testing.assert_allclose(
         loaded(images, training=False).numpy(), built(images, training=False).numpy(), rtol=1e-6
     )
+
+
+# --- normalization, and "A Bop and Beyond"'s model names ----------------------------------
+
+
+def normalization_layers(built: keras.Model):
+    kinds = (keras.layers.BatchNormalization, keras.layers.LayerNormalization)
+    return [type(layer).__name__ for layer in built.layers if isinstance(layer, kinds)]
+
+
+@pytest.mark.parametrize(
+    "model, input_shape, count",
+    [("binarynet", (32, 32, 3), 9), ("xnornet", IMAGENET[0], 8), ("birealnet", (64, 64, 3), 20)],
+)
+def test_layer_normalization_replaces_every_batch_norm(model, input_shape, count):
+    # "A Bop and Beyond"'s code (its binarynet, xnornet and birealnet): Keras'
+    # LayerNormalization() with its defaults wherever the Bop paper has batch norm.
+    small = {"filters": 8, "dense_units": 16} if model == "binarynet" else {}
+    bop = {**hparams_sets(model)["bop"], **small}
+    assert normalization_layers(models.get(model)(bop, input_shape, 10)) == ["BatchNormalization"] * count
+    layer_norm = models.get(model)({**bop, "normalization": "layer"}, input_shape, 10)
+    assert normalization_layers(layer_norm) == ["LayerNormalization"] * count
+    for layer in layer_norm.layers:
+        if isinstance(layer, keras.layers.LayerNormalization):
+            assert (layer.axis, layer.epsilon, layer.center, layer.scale) == ([-1], 1e-3, True, True)
+
+
+def test_binarynets_bop2ndorder_sets_use_layer_norm_and_binarynet_batch_batch_norm():
+    small = {"filters": 8, "dense_units": 16}
+    for model, expected in (("binarynet", "LayerNormalization"), ("binarynet_batch", "BatchNormalization")):
+        hparams = {**hparams_sets(model)["bop2ndOrder"], **small}
+        assert normalization_layers(models.get(model)(hparams, (32, 32, 3), 10)) == [expected] * 9
+
+
+def test_the_batch_names_are_the_batch_norm_models_and_refuse_another_normalization():
+    assert {"binarynet_batch", "xnornet_batch", "birealnet_batch"} <= set(models.names())
+    built = build("birealnet_batch", "bop2ndOrder_ImageNet", (64, 64, 3), 10)
+    assert built.count_params() == build("birealnet", "bop", (64, 64, 3), 10).count_params()
+    with pytest.raises(UsageError) as error:
+        models.get("binarynet_batch")({"normalization": "layer"}, (32, 32, 3), 10)
+    assert str(error.value) == (
+        "binarynet_batch always uses batch normalization; for normalization=layer train binarynet instead."
+    )
+
+
+def test_every_model_has_sets_and_every_file_of_sets_a_model():
+    # `bnno list` lists each model with its sets: the two registries must agree.
+    assert models.names() == hparams.model_names()
