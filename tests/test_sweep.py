@@ -215,10 +215,13 @@ def test_a_local_sweep_runs_every_point_skips_them_again_and_resumes_after_a_kil
     assert names[0] == "threshold=1e-08_gamma=0.001_seed=0"
     assert all((whole / name / "checkpoints" / "ckpt-2.index").exists() for name in names)
 
-    again = subprocess.run([sys.executable, "-m", "bnno", *sweep_command(whole)], env=env,
-                           capture_output=True, text=True)
-    assert again.returncode == 0
-    assert sum(": finished earlier, skipped" in line for line in again.stdout.splitlines()) == 4
+    from click.testing import CliRunner
+
+    from bnno.cli import cli
+
+    again = CliRunner().invoke(cli, sweep_command(whole))  # in this process: nothing left to train
+    assert again.exit_code == 0, again.output
+    assert sum(": finished earlier, skipped" in line for line in again.output.splitlines()) == 4
 
     killed_dir = tmp_path / "killed"
     killed = subprocess.run([sys.executable, "-c", DIE_AT_CHECKPOINT, *sweep_command(killed_dir)],
@@ -233,7 +236,6 @@ def test_a_local_sweep_runs_every_point_skips_them_again_and_resumes_after_a_kil
     for name in names:
         assert _history_without_times(killed_dir / name) == _history_without_times(whole / name), name
 
-    changed = subprocess.run([sys.executable, "-m", "bnno", *sweep_command(whole)[:-2], "--seeds", "2",
-                              "--output-dir", str(whole)], env=env, capture_output=True, text=True)
-    assert changed.returncode == 2
-    assert "holds a sweep with another definition (seeds: 1 -> 2)" in changed.stderr
+    changed = CliRunner().invoke(cli, [*sweep_command(whole)[:-2], "--seeds", "2", "--output-dir", str(whole)])
+    assert changed.exit_code == 2
+    assert "holds a sweep with another definition (seeds: 1 -> 2)" in changed.output
