@@ -33,6 +33,10 @@ setup(
         # bnno report's figures (plots are part of reproducing a paper).
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        # Keras 3's JAX backend for bnno.nn (KERAS_BACKEND=jax); TensorFlow stays installed.
+        "jax": ["jax>=0.4"],
+    },
     entry_points={"console_scripts": ["bnno=bnno.cli:main"]},
 )

@@ -36,7 +36,9 @@ class QuantizedVariable(keras.Variable):
     precision: Optional[int] = None
 
     def numpy(self):
-        latent = super().numpy()
+        # The latent value as TensorFlow's Variable.numpy() reads it; the base Keras
+        # Variable.numpy() (JAX) goes through __array__, which comes back here.
+        latent = ops.convert_to_numpy(self.value)
         if self.quantizer is None or not context.should_quantize():
             return latent
         return ops.convert_to_numpy(self.quantizer(latent))
@@ -169,8 +171,8 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
         """The convolution computed exactly in bfloat16 (``bnno.nn.binary_conv``) when
         it is enabled and the inputs are +-1; None otherwise."""
         qualifies = (
-            binary_conv.enabled()
-            and keras.backend.backend() == "tensorflow"
+            keras.backend.backend() == "tensorflow"  # first: enabled() imports TensorFlow
+            and binary_conv.enabled()
             and getattr(self.input_quantizer, "plus_minus_one", False)
             and self.pad_values in (0.0, 1.0, -1.0)
             and self.data_format == "channels_last"

@@ -1,4 +1,8 @@
-"""Bop and CaseOptimizer: hand-computed updates, assignment rules, state, training."""
+"""Bop and CaseOptimizer: hand-computed updates, assignment rules, state, training.
+
+Backend-neutral but for the tests marked ``requires_tensorflow`` (checkpoints and
+tf.distribute): tests/nn/test_jax_backend.py runs this file on JAX too.
+"""
 
 import os
 import subprocess
@@ -8,10 +12,17 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from bnno.nn import layers
 from bnno.nn.optimizers import Bop, CaseOptimizer
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+requires_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow checkpoints and tf.distribute"
+)
 
 
 def run_bop(bop, initial, gradients):
@@ -19,7 +30,7 @@ def run_bop(bop, initial, gradients):
     variable = keras.Variable(np.array(initial, np.float32))
     history = []
     for gradient in gradients:
-        bop.apply_gradients([(tf.constant(gradient, tf.float32), variable)])
+        bop.apply_gradients([(ops.convert_to_tensor(np.asarray(gradient, np.float32)), variable)])
         m = bop._moving_averages[bop._get_variable_index(variable)]
         history.append((variable.numpy().copy(), m.numpy().copy()))
     return history
@@ -90,10 +101,26 @@ def train_steps(model, optimizer, steps, seed=0):
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         x = rng.normal(size=(8, 4)).astype(np.float32)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(x) - 1.0))
-        grads = tape.gradient(loss, model.trainable_variables)
+        grads = mean_square_error_gradients(model, x)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def mean_square_error_gradients(model, x):
+    """Gradients of mean((model(x) - 1)^2) with respect to the trainable variables, on
+    Keras's backend (JAX differentiates a stateless call of the model)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss(trainable):
+            outputs, _ = model.stateless_call(trainable, non_trainable, x)
+            return jax.numpy.mean(jax.numpy.square(outputs - 1.0))
+
+        return jax.grad(loss)([v.value for v in model.trainable_variables])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(x) - 1.0))
+    return tape.gradient(loss, model.trainable_variables)
 
 
 def test_case_optimizer_sends_each_variable_to_the_optimizer_that_claims_it():
@@ -162,6 +189,7 @@ def make_case():
     )
 
 
+@requires_tensorflow
 def test_sub_optimizer_state_survives_a_checkpoint(tmp_path):
     model, case = two_layer_model(), make_case()
     train_steps(model, case, 3)
@@ -197,7 +225,7 @@ def test_case_optimizer_clips_gradients_across_its_optimizers(setting, expected_
         default_optimizer=keras.optimizers.SGD(1.0),
         **setting,
     )
-    case.apply_gradients([(tf.constant([3.0, 0.0]), a), (tf.constant([4.0]), b)])
+    case.apply_gradients([(ops.convert_to_tensor([3.0, 0.0]), a), (ops.convert_to_tensor([4.0]), b)])
     np.testing.assert_allclose(a.numpy(), expected_a, rtol=1e-6)
     np.testing.assert_allclose(b.numpy(), expected_b, rtol=1e-6)
 
@@ -366,6 +394,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@requires_tensorflow
 def test_case_optimizer_under_mirrored_strategy_matches_one_device():
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
