@@ -8,10 +8,17 @@ or JPEG files for ImageNet) through the set's preprocess function, the same
 ``bnno.data.Data`` pipeline as in training.
 
 Both count only steps after a warm-up (the first steps trace and compile).
+
+On Keras's other backends (``KERAS_BACKEND=jax``) there is no ``Trainer`` (it runs on
+``tf.distribute``) and no TensorFlow: the same model and optimizer (``bnno.recipe``)
+train through Keras's own jitted step (``model.train_on_batch`` after
+``compile(jit_compile=True)``) on one batch held on the device, with the input shapes
+of the data sets' default preprocessing (``BACKEND_NEUTRAL_SHAPES``).
 """
 
 import io
 import pathlib
+import random
 import statistics
 import tempfile
 import time
@@ -19,9 +26,21 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from bnno.errors import UsageError
+
 #: The data set whose shapes each model is benchmarked with.
 DEFAULT_DATASETS = {"binarynet": "cifar10"}
 IMAGENET = "imagenet2012"
+#: (input shape, classes) of each data set's default preprocessing, for backends that
+#: cannot ask tensorflow-datasets (``bnno.data.describe`` imports TensorFlow).
+BACKEND_NEUTRAL_SHAPES = {"cifar10": ((32, 32, 3), 10), IMAGENET: ((224, 224, 3), 1000)}
+
+
+def on_tensorflow() -> bool:
+    """Whether Keras runs on TensorFlow (else ``benchmark`` takes the Keras-only path)."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
 
 
 class _OneBatch:
@@ -70,6 +89,57 @@ def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_cl
         "images_per_second": batch_size * len(step_seconds) / total,
         "step_seconds_median": statistics.median(step_seconds),
     }
+
+
+def keras_training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_classes: int, *,
+                              batch_size: int, steps: int, warmup: int = 3,
+                              mixed_precision: bool = False, seed: int = 0) -> Dict[str, Any]:
+    """Images per second of ``model``'s training step on a backend other than
+    TensorFlow: Keras's jitted ``train_on_batch`` with ``bnno.recipe``'s optimizer,
+    each step ending when its loss is fetched, as in ``_time_steps``."""
+    import keras
+
+    from bnno import models, recipe
+
+    random.seed(seed)  # Keras's unseeded initializers draw their seeds from Python's random
+    np.random.seed(seed)
+    policy = keras.config.dtype_policy()
+    devices = _devices()
+    try:
+        if mixed_precision:
+            on_gpu = devices[0].platform == "gpu"
+            keras.config.set_dtype_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+        network = models.build(model, {**hparams, "batch_size": batch_size}, input_shape, num_classes)
+        optimizer = recipe.optimizer(hparams, warmup + steps)
+        if keras.config.dtype_policy().name == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # as Trainer does
+        network.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=True)
+        compute_dtype = keras.config.dtype_policy().compute_dtype
+    finally:
+        keras.config.set_dtype_policy(policy)
+    rng = np.random.default_rng(seed)  # the same batch as _OneBatch's
+    images = rng.uniform(-1, 1, size=(batch_size, *tuple(input_shape))).astype(np.float32)
+    labels = rng.integers(0, int(num_classes), size=batch_size).astype(np.int32)
+    images, labels = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)
+    seconds = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        float(network.train_on_batch(images, labels))
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return {
+        "binary_conv": compute_dtype,  # Keras's own convolutions, in the policy's dtype
+        "images_per_second": batch_size * len(seconds) / sum(seconds),
+        "step_seconds_median": statistics.median(seconds),
+        "device": str(devices[0]),
+        "device_kind": devices[0].device_kind,
+    }
+
+
+def _devices():
+    import jax
+
+    return jax.devices()
 
 
 def _time_steps(trainer, warmup: int):
@@ -144,13 +214,19 @@ def benchmark(model: str, hparams_set: str, hparams: Dict[str, Any], *, dataset:
               preprocess: str = "default", strategy: str = "auto", mixed_precision: bool = False,
               jit_compile: bool = False, binary_conv: str = "auto", echo=print) -> Dict[str, Any]:
     """Training (and with ``pipeline``, input) images per second for ``model``."""
+    dataset = dataset or DEFAULT_DATASETS.get(model, IMAGENET)
+    batch_size = batch_size or hparams["batch_size"]
+    if not on_tensorflow():
+        return _benchmark_without_tensorflow(
+            model, hparams_set, hparams, dataset=dataset, batch_size=batch_size, steps=steps,
+            warmup=warmup, pipeline=pipeline, preprocess=preprocess, strategy=strategy,
+            mixed_precision=mixed_precision, binary_conv=binary_conv,
+        )
     from bnno import data
 
-    dataset = dataset or DEFAULT_DATASETS.get(model, IMAGENET)
     input_shape, num_classes = data.describe(dataset, preprocess=preprocess)
-    batch_size = batch_size or hparams["batch_size"]
     result: Dict[str, Any] = {
-        "model": model, "hparams_set": hparams_set, "dataset": dataset,
+        "model": model, "hparams_set": hparams_set, "dataset": dataset, "backend": "tensorflow",
         "batch_size": batch_size, "steps": steps,
         "mixed_precision": mixed_precision, "jit_compile": jit_compile,
     }
@@ -164,4 +240,42 @@ def benchmark(model: str, hparams_set: str, hparams: Dict[str, Any], *, dataset:
         result["pipeline_images_per_second"] = pipeline_throughput(
             dataset, preprocess, batch_size=batch_size, batches=max(steps, 10)
         )
+    return result
+
+
+def _benchmark_without_tensorflow(model, hparams_set, hparams, *, dataset, batch_size, steps, warmup,
+                                  pipeline, preprocess, strategy, mixed_precision, binary_conv):
+    """``benchmark`` on a backend other than TensorFlow; what needs TensorFlow (the input
+    pipeline, tf.distribute, exact bfloat16 convolutions, other data sets' shapes) is a
+    ``UsageError`` saying so."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise UsageError(f"bnno benchmark runs on Keras's tensorflow and jax backends, not {backend}.")
+    needs_tensorflow = [
+        option for option, asked in (
+            ("--pipeline", pipeline),
+            (f"--preprocess-fn {preprocess}", preprocess not in (None, "default")),
+            (f"--strategy {strategy}", strategy != "auto"),
+            (f"--binary-conv {binary_conv}", binary_conv not in ("auto", "float32")),
+            (f"--dataset {dataset}", dataset not in BACKEND_NEUTRAL_SHAPES),
+        ) if asked
+    ]
+    if needs_tensorflow:
+        raise UsageError(
+            f"On Keras's {backend} backend bnno benchmark times the training step alone, on "
+            f"{' or '.join(BACKEND_NEUTRAL_SHAPES)} with their default preprocessing; "
+            f"{', '.join(needs_tensorflow)} needs TensorFlow (unset KERAS_BACKEND)."
+        )
+    input_shape, num_classes = BACKEND_NEUTRAL_SHAPES[dataset]
+    result: Dict[str, Any] = {
+        "model": model, "hparams_set": hparams_set, "dataset": dataset, "backend": backend,
+        "batch_size": batch_size, "steps": steps,
+        "mixed_precision": mixed_precision, "jit_compile": True,  # Keras jits the whole step
+    }
+    result.update(keras_training_throughput(
+        model, hparams, input_shape, num_classes, batch_size=batch_size, steps=steps,
+        warmup=warmup, mixed_precision=mixed_precision,
+    ))
     return result

@@ -49,17 +49,29 @@ def _reporting_errors(command):
     return wrapper
 
 
+#: Commands that run on Keras's JAX backend (KERAS_BACKEND=jax); the others need TensorFlow.
+JAX_COMMANDS = ("benchmark",)
+
+
 def _starting_tensorflow(command):
     """Adds ``--verbose`` to a command that imports TensorFlow; without it, TensorFlow
-    is imported first with its start-up chatter filtered out (``bnno.quiet``)."""
+    is imported first with its start-up chatter filtered out (``bnno.quiet``; nothing
+    is imported under ``KERAS_BACKEND=jax``, where a missing jax is a usage error)."""
 
     @click.option("--verbose", is_flag=True,
                   help="Keep TensorFlow's start-up messages (CUDA, oneDNN, CPU features).")
     @functools.wraps(command)
     def wrapper(*args, verbose, **kwargs):
-        if not verbose:
-            from bnno import quiet
+        from bnno import quiet
 
+        quiet.check_jax_installed()  # with --verbose too: one sentence, not Keras's traceback
+        name = command.__name__.rstrip("_")
+        if quiet.jax_requested() and name not in JAX_COMMANDS:
+            raise UsageError(
+                f"bnno {name} runs on TensorFlow only (so far only {', '.join(JAX_COMMANDS)} runs "
+                "on Keras's JAX backend); unset KERAS_BACKEND."
+            )
+        if not verbose:
             quiet.start_tensorflow()
         return command(*args, **kwargs)
 
@@ -440,13 +452,17 @@ def summary(model, dataset, hparams_set, overrides, hparams_file, preprocess, da
 def benchmark(model, hparams_set, overrides, hparams_file, dataset, batch_size, steps, warmup,
               pipeline, preprocess, strategy, mixed_precision, jit_compile, binary_conv, as_json):
     """Training images per second of MODEL on synthetic in-memory data (and, with
-    --pipeline, of the input pipeline)."""
+    --pipeline, of the input pipeline).
+
+    With KERAS_BACKEND=jax (the jax extra): Keras's jitted training step on JAX,
+    without TensorFlow; the JSON names the backend and device."""
     from bnno import benchmark as bench
 
     model = _model_name(model)
     hparams_set, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
     dataset = dataset or bench.DEFAULT_DATASETS.get(model, bench.IMAGENET)
-    preprocess = _preprocess_name(preprocess, dataset)
+    if bench.on_tensorflow():  # bnno.data imports TensorFlow
+        preprocess = _preprocess_name(preprocess, dataset)
     result = bench.benchmark(
         model, hparams_set, resolved, dataset=dataset, batch_size=batch_size, steps=steps,
         warmup=warmup, pipeline=pipeline, preprocess=preprocess, strategy=strategy,

@@ -89,10 +89,34 @@ class _AbslNoise(logging.Filter):
 _ABSL_FILTER = _AbslNoise()
 
 
+def jax_requested() -> bool:
+    """Whether ``KERAS_BACKEND`` asks for Keras's JAX backend."""
+    return os.environ.get("KERAS_BACKEND", "").strip().lower() == "jax"
+
+
+def check_jax_installed() -> None:
+    """A ``UsageError`` (one sentence) when ``KERAS_BACKEND=jax`` but jax is missing."""
+    import importlib.util
+
+    if jax_requested() and importlib.util.find_spec("jax") is None:
+        from bnno.errors import UsageError
+
+        raise UsageError(
+            "KERAS_BACKEND=jax asks for Keras's JAX backend, but jax is not installed: "
+            "install the extra (pip install -e '.[jax]') or unset KERAS_BACKEND."
+        )
+
+
 def start_tensorflow() -> None:
     """Imports TensorFlow and lists its GPUs with the known start-up noise filtered
     out; hides TensorFlow's later C++ INFO and WARNING lines (``TF_CPP_MIN_LOG_LEVEL=2``
-    unless set) and tensorflow-datasets' warnings about unprepared version folders."""
+    unless set) and tensorflow-datasets' warnings about unprepared version folders.
+
+    With ``KERAS_BACKEND=jax`` it imports nothing (the JAX backend runs without
+    TensorFlow), and is a ``UsageError`` when jax is not installed."""
+    if jax_requested():
+        check_jax_installed()
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("absl").addFilter(_ABSL_FILTER)  # tfds logs through absl
     with filtered_stderr():

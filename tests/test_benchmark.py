@@ -16,6 +16,7 @@ def test_benchmark_reports_images_per_second_as_json():
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["model"] == "binarynet" and figures["dataset"] == "cifar10"
+    assert figures["backend"] == "tensorflow"
     assert figures["batch_size"] == 8 and figures["steps"] == 2
     assert figures["images_per_second"] > 0 and figures["pipeline_images_per_second"] > 0
     assert figures["preprocess"] == "resize_and_flip"

@@ -3,7 +3,8 @@
 Each module defines one builder ``build(hparams, input_shape, num_classes) ->
 keras.Model`` and registers it with ``@MODELS.register("<name>")``. ``hparams`` is the
 resolved hyperparameter set (a dict); builders read their architecture keys from it.
-Importing this package imports Keras (TensorFlow); the CLI does so only in commands.
+Importing this package imports Keras; the CLI does so only in commands. On Keras's
+JAX backend the models build without TensorFlow.
 """
 
 import importlib
@@ -37,11 +38,15 @@ def batch_normalization(**kwargs):
     the same global batch. On one device the plain layer is kept: Keras' synchronized
     path computes the moments by another formula.
     """
-    import tensorflow as tf
+    import keras
 
     from bnno.nn.layers import BatchNormalization
 
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    replicas = 1
+    if keras.backend.backend() == "tensorflow":  # other backends: no tf.distribute
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return BatchNormalization(synchronized=replicas > 1, **kwargs)
 
 
