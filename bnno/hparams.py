@@ -359,6 +359,26 @@ def _as_float(value: Any) -> Optional[float]:
 # --- overrides -----------------------------------------------------------------------
 
 
+def split_top_level(text: str, what: str) -> List[str]:
+    """``text`` split on the commas outside brackets, each part stripped, empty parts
+    left out: ``"a=1, b=[1, 2],"`` -> ``["a=1", "b=[1, 2]"]``. Unbalanced brackets are a
+    ``UsageError`` that names the text as ``what`` ("Hyperparameter overrides '...'")."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            break
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if depth != 0:
+        raise UsageError(f"{what} have unbalanced brackets [ ].")
+    parts.append(current)
+    return [part.strip() for part in parts if part.strip()]
+
+
 def parse_overrides(text: Optional[str]) -> Dict[str, str]:
     """``"a=1,b=[1, 2],c=x"`` -> ``{"a": "1", "b": "[1, 2]", "c": "x"}`` (raw strings).
 
@@ -368,24 +388,8 @@ def parse_overrides(text: Optional[str]) -> Dict[str, str]:
     """
     if not text:
         return {}
-    items, depth, current = [], 0, ""
-    for char in text:
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if depth < 0:
-            break
-        if char == "," and depth == 0:
-            items.append(current)
-            current = ""
-        else:
-            current += char
-    if depth != 0:
-        raise UsageError(f"Hyperparameter overrides '{text}' have unbalanced brackets [ ].")
-    items.append(current)
     overrides = {}
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
+    for item in split_top_level(text, f"Hyperparameter overrides '{text}'"):
         key, equals, value = (part.strip() for part in item.partition("="))
         if not key or not equals:
             raise UsageError(f"Hyperparameter override '{item}' is not of the form key=value.")

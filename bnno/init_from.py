@@ -197,12 +197,7 @@ def _read_weights_file(file, given: str) -> Dict[str, List[np.ndarray]]:
                     layers[key] = [np.asarray(variables[str(i)]) for i in range(len(variables))]
             return layers
     except (OSError, KeyError) as error:
-        raise _not_a_model(given, f"not a Keras weights file: {_first_line(error)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
+        raise _not_a_model(given, f"not a Keras weights file: {run_dir.first_line(error).rstrip('.')}") from None
 
 
 def _read_checkpoints(location: Location) -> Source:

@@ -146,13 +146,15 @@ def read_record(output_dir: pathlib.Path) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             record = yaml.safe_load(f)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise RunError(f"The run record {path} cannot be read ({_first_line(error)}).") from None
+        raise RunError(f"The run record {path} cannot be read ({first_line(error)}).") from None
     if not isinstance(record, dict) or "model" not in record:
         raise RunError(f"The run record {path} is damaged: it names no model.")
     return record
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message (its type's name if it has none), for
+    one-sentence messages."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 

@@ -111,7 +111,7 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
     """``["threshold=1e-8,1e-7", "gamma=[1, 2],[3, 4]"]`` -> ``{"threshold": ["1e-8",
     "1e-7"], "gamma": ["[1, 2]", "[3, 4]"]}`` (raw strings; commas inside brackets
     belong to a list value). ``UsageError`` for a malformed item or a repeated key."""
-    from bnno.hparams import parse_overrides
+    from bnno.hparams import split_top_level
 
     grid: Dict[str, List[str]] = {}
     for item in items:
@@ -121,26 +121,11 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
             raise UsageError(f"--grid '{item}' is not of the form KEY=V1,V2,... (e.g. --grid threshold=1e-8,1e-7).")
         if key in grid:
             raise UsageError(f"--grid names {key} twice; give all its values in one --grid {key}=V1,V2,...")
-        # parse_overrides splits on top-level commas; give each value a dummy key.
-        raw = list(parse_overrides(",".join(f"v{i}={v}" for i, v in enumerate(_split(values)))).values())
+        raw = split_top_level(values, f"--grid {key} values '{values}'")
         if not raw:
             raise UsageError(f"--grid {key}= has no values; give them as {key}=V1,V2,...")
         grid[key] = raw
     return grid
-
-
-def _split(values: str) -> List[str]:
-    """Split on commas outside brackets."""
-    parts, depth, current = [], 0, ""
-    for char in values:
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return [part.strip() for part in parts if part.strip()]
 
 
 def typed_grid(model: str, hparams_set: str, overrides: Dict[str, str], raw_grid: Dict[str, List[str]],
@@ -185,7 +170,7 @@ def read_manifest(path: pathlib.Path) -> Dict[str, Any]:
     try:
         manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise RunError(f"The sweep manifest {path} cannot be read ({str(error).splitlines()[0]}).") from None
+        raise RunError(f"The sweep manifest {path} cannot be read ({run_dir.first_line(error)}).") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
         raise RunError(f"The sweep manifest {path} is damaged: it lists no runs.")
     return manifest

@@ -217,8 +217,8 @@ class Trainer:
             try:
                 self.checkpoint.restore(str(prefix)).assert_existing_objects_matched()
             except Exception as error:  # noqa: BLE001 - any failure to read means unreadable
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                self.echo(f"Checkpoint {prefix.name} in {self.checkpoint_dir} is unreadable ({reason}).")
+                self.echo(f"Checkpoint {prefix.name} in {self.checkpoint_dir} is unreadable "
+                          f"({run_dir.first_line(error)}).")
                 unreadable.append(prefix)
                 continue
             if unreadable and set_aside_unreadable and self.is_chief:

@@ -11,7 +11,6 @@ import os
 import pathlib
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-import yaml
 
 from bnno import papers, run_dir
 from bnno.errors import RunError
@@ -147,13 +146,14 @@ def find(path: pathlib.Path) -> List[Tuple[pathlib.Path, str]]:
 def _sweep_order(path: pathlib.Path):
     """Sort key of found runs: a sweep's runs in the order of its manifest (the grid's
     order, so 1e-08 comes before 1e-06), then everything else by name."""
+    from bnno import sweep
+
     listed: List[str] = []
-    manifest = path / "sweep.yaml"
+    manifest = path / sweep.MANIFEST_FILE
     if manifest.is_file():
         try:
-            runs = yaml.safe_load(manifest.read_text(encoding="utf-8")).get("runs", [])
-            listed = [str(run["name"]) for run in runs]
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, TypeError, KeyError):
+            listed = [str(run["name"]) for run in sweep.read_manifest(manifest)["runs"]]
+        except (RunError, TypeError, KeyError):
             listed = []  # a damaged manifest: fall back to names
     position = {name: index for index, name in enumerate(listed)}
     return lambda item: (position.get(item[1], len(position)), item[1])
