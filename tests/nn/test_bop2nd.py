@@ -4,9 +4,9 @@ without schedules, alone, inside CaseOptimizer with Adam, across a checkpoint, u
 mixed precision and on two replicas."""
 
 import os
+import pathlib
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -15,6 +15,9 @@ import tensorflow as tf
 
 from bnno.nn import layers
 from bnno.nn.optimizers import Bop, Bop2ndOrder, CaseOptimizer
+
+# The repository, where `python -m tests.nn.replicas` runs from.
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 f32 = np.float32
 schedules = keras.optimizers.schedules
@@ -231,72 +234,12 @@ def test_under_mixed_precision_moments_stay_float32_and_weights_binary():
         assert kernel.dtype == "float32" and set(np.unique(kernel.numpy())) == {-1.0, 1.0}
 
 
-MIRRORED_SCRIPT = textwrap.dedent(
-    """
-    import numpy as np, tensorflow as tf, keras
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from bnno.nn import layers, optimizers
-
-    def build():
-        keras.utils.set_random_seed(7)
-        inputs = keras.Input((6,))
-        x = layers.QuantDense(8, kernel_quantizer="noop", use_bias=False, name="binary")(inputs)
-        x = keras.layers.BatchNormalization(synchronized=True, name="bn")(x)
-        x = keras.layers.Dense(3, name="logits")(x)
-        model = keras.Model(inputs, x)
-        sigma = keras.optimizers.schedules.PolynomialDecay(0.05, 6, 0.2, power=1.0)
-        bop2nd = optimizers.Bop2ndOrder(threshold=0.05, gamma=0.2, sigma=sigma, bias_correction=True)
-        optimizer = optimizers.CaseOptimizer(
-            (optimizers.Bop2ndOrder.is_binary_variable, bop2nd),
-            default_optimizer=keras.optimizers.Adam(0.01),
-        )
-        optimizer.build(model.trainable_variables)
-        return model, optimizer
-
-    rng = np.random.default_rng(0)
-    batches = [(rng.normal(size=(16, 6)).astype("float32"), rng.integers(0, 3, 16)) for _ in range(6)]
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-    def train(strategy):
-        with strategy.scope():
-            model, optimizer = build()
-        @tf.function
-        def step(x, y):
-            def replica_step(x, y):
-                with tf.GradientTape() as tape:
-                    loss = tf.nn.compute_average_loss(loss_fn(y, model(x, training=True)), global_batch_size=16)
-                grads = tape.gradient(loss, model.trainable_variables)
-                optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            strategy.run(replica_step, args=(x, y))
-        for x, y in batches:
-            for dx, dy in strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y))):
-                step(dx, dy)
-        return model, optimizer
-
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    single, single_opt = train(tf.distribute.get_strategy())
-    multi, multi_opt = train(mirrored)
-    for a, b in zip(single.weights, multi.weights):
-        if a.path.startswith("binary"):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
-        else:
-            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
-    for a, b in zip(single_opt.optimizers[0].variables, multi_opt.optimizers[0].variables):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7, err_msg=a.path)
-    initial = np.sign(build()[0].get_layer("binary").kernel.numpy())
-    flips = int(np.sum(single.get_layer("binary").kernel.numpy() != initial))
-    assert flips > 0 and multi_opt.optimizers[0].iterations.numpy() == 6
-    print("MIRRORED OK", flips)
-    """
-)
-
-
 def test_two_replicas_train_like_one_device():
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300,
+        [sys.executable, "-m", "tests.nn.replicas", "bop2nd", "6"], capture_output=True, text=True,
+        env=env, cwd=ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MIRRORED OK" in result.stdout

@@ -5,9 +5,9 @@ tf.distribute): tests/nn/test_jax_backend.py runs this file on JAX too.
 """
 
 import os
+import pathlib
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -16,6 +16,9 @@ from keras import ops
 
 from bnno.nn import layers
 from bnno.nn.optimizers import Bop, CaseOptimizer
+
+# The repository, where `python -m tests.nn.replicas` runs from.
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
@@ -333,74 +336,13 @@ def test_fit_learns_a_separable_problem_with_bop_and_round_trips(tmp_path):
         np.testing.assert_allclose(theirs.numpy(), ours.numpy(), atol=1e-6)
 
 
-MIRRORED_SCRIPT = textwrap.dedent(
-    """
-    import numpy as np, tensorflow as tf, keras
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from bnno.nn import layers, optimizers
-
-    def build():
-        keras.utils.set_random_seed(7)
-        inputs = keras.Input((6,))
-        x = layers.QuantDense(8, kernel_quantizer="noop", use_bias=False, name="binary")(inputs)
-        # Synchronized: statistics over the global batch, as on one device.
-        x = keras.layers.BatchNormalization(synchronized=True, name="bn")(x)
-        x = keras.layers.Dense(3, name="logits")(x)
-        model = keras.Model(inputs, x)
-        optimizer = optimizers.CaseOptimizer(
-            (optimizers.Bop.is_binary_variable, optimizers.Bop(threshold=1e-4, gamma=0.1)),
-            default_optimizer=keras.optimizers.Adam(0.01),
-        )
-        optimizer.build(model.trainable_variables)
-        return model, optimizer
-
-    rng = np.random.default_rng(0)
-    batches = [(rng.normal(size=(16, 6)).astype("float32"), rng.integers(0, 3, 16)) for _ in range(5)]
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-    def train(strategy):
-        with strategy.scope():
-            model, optimizer = build()
-        @tf.function
-        def step(x, y):
-            def replica_step(x, y):
-                with tf.GradientTape() as tape:
-                    per_example = loss_fn(y, model(x, training=True))
-                    loss = tf.nn.compute_average_loss(per_example, global_batch_size=16)
-                grads = tape.gradient(loss, model.trainable_variables)
-                optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            strategy.run(replica_step, args=(x, y))
-        for x, y in batches:
-            dataset = tf.data.Dataset.from_tensors((x, y))
-            for dx, dy in strategy.experimental_distribute_dataset(dataset):
-                step(dx, dy)
-        return model, optimizer
-
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert mirrored.num_replicas_in_sync == 2
-    single, single_opt = train(tf.distribute.get_strategy())
-    multi, multi_opt = train(mirrored)
-    for a, b in zip(single.weights, multi.weights):
-        if a.path.startswith("binary"):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
-        else:
-            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
-    flips = np.sum(single.get_layer("binary").kernel.numpy() != np.sign(build()[0].get_layer("binary").kernel.numpy()))
-    assert flips > 0
-    assert multi_opt.iterations.numpy() == 5 and multi_opt.optimizers[0].iterations.numpy() == 5
-    print("MIRRORED OK", flips)
-    """
-)
-
-
 @requires_tensorflow
 def test_case_optimizer_under_mirrored_strategy_matches_one_device():
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env,
-        timeout=300,
+        [sys.executable, "-m", "tests.nn.replicas", "bop", "5"], capture_output=True, text=True,
+        env=env, cwd=ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MIRRORED OK" in result.stdout
