@@ -1,7 +1,11 @@
 """Bop2ndOrder against a NumPy implementation of its update, written here from the paper
 (Suarez-Ramirez et al., 2021, arXiv:2104.05124) and its code: both variants, with and
 without schedules, alone, inside CaseOptimizer with Adam, across a checkpoint, under
-mixed precision and on two replicas."""
+mixed precision and on two replicas.
+
+Backend-neutral but for the tests marked ``requires_tensorflow`` (TensorFlow checkpoints
+and tf.distribute): tests/nn/test_jax_backend.py runs this file on JAX too.
+"""
 
 import os
 import pathlib
@@ -11,13 +15,20 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from bnno.nn import layers
 from bnno.nn.optimizers import Bop, Bop2ndOrder, CaseOptimizer
 
 # The repository, where `python -m tests.nn.replicas` runs from.
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+requires_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow checkpoints and tf.distribute"
+)
 
 f32 = np.float32
 schedules = keras.optimizers.schedules
@@ -42,6 +53,10 @@ def at(hyperparameter, step):
     if isinstance(hyperparameter, schedules.LearningRateSchedule):
         return f32(keras.ops.convert_to_numpy(hyperparameter(step)))
     return f32(hyperparameter)
+
+
+def float32_tensor(values):
+    return ops.convert_to_tensor(np.asarray(values, f32))
 
 
 def gradients(steps, size, seed=0):
@@ -73,7 +88,7 @@ def test_every_step_matches_the_numpy_update(settings, bias_correction):
     w, m, v = initial, np.zeros(size, f32), np.zeros(size, f32)
     flips = []
     for step, g in enumerate(gradients(steps, size)):
-        optimizer.apply_gradients([(tf.constant(g), variable)])
+        optimizer.apply_gradients([(float32_tensor(g), variable)])
         before = w
         w, m, v = numpy_step(
             w, m, v, g, *(at(settings[k], step) for k in ("gamma", "sigma", "threshold")),
@@ -94,7 +109,7 @@ def test_at_exactly_the_threshold_the_weight_becomes_plus_one():
     ratio = float(f32(0.5) * f32(1.0) / np.sqrt(f32(0.5)))
     variable = keras.Variable(np.array([1.0, -1.0], f32))
     Bop2ndOrder(threshold=ratio, gamma=0.5, sigma=0.5).apply_gradients(
-        [(tf.constant([1.0, -1.0]), variable)]
+        [(float32_tensor([1.0, -1.0]), variable)]
     )
     np.testing.assert_array_equal(variable.numpy(), [1.0, 1.0])
 
@@ -107,7 +122,7 @@ def test_bias_correction_divides_the_moments_by_gamma_and_sigma():
     for bias_correction, expected in [(False, [1.0, -1.0]), (True, [-1.0, 1.0])]:
         variable = keras.Variable(np.array([1.0, -1.0], f32))
         optimizer = Bop2ndOrder(threshold=0.75, gamma=0.1, sigma=0.04, bias_correction=bias_correction)
-        optimizer.apply_gradients([(tf.constant([0.4, -0.4]), variable)])
+        optimizer.apply_gradients([(float32_tensor([0.4, -0.4]), variable)])
         np.testing.assert_array_equal(variable.numpy(), expected)
 
 
@@ -150,15 +165,36 @@ def batches(steps):
 
 def train(model, optimizer, data):
     """Train on ``data``; the gradients of every step, by variable path."""
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     recorded = []
     for x, y in data:
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
+        grads = training_gradients(model, x, y)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        recorded.append({v.path: g.numpy() for v, g in zip(model.trainable_variables, grads)})
+        variables = model.trainable_variables
+        recorded.append({v.path: ops.convert_to_numpy(g) for v, g in zip(variables, grads)})
     return recorded
+
+
+def training_gradients(model, x, y):
+    """Gradients of the cross-entropy of ``model(x, training=True)`` with respect to the
+    trainable variables, on Keras's backend; the batch statistics update the moving ones
+    as in a training step (JAX differentiates a stateless call of the model)."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss(trainable):
+            logits, updated = model.stateless_call(trainable, non_trainable, x, training=True)
+            return loss_fn(y, logits), updated
+
+        grads, updated = jax.grad(loss, has_aux=True)([v.value for v in model.trainable_variables])
+        for variable, value in zip(model.non_trainable_variables, updated):
+            variable.assign(value)
+        return grads
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    return tape.gradient(loss, model.trainable_variables)
 
 
 @pytest.mark.parametrize("bias_correction", [False, True], ids=["biased", "bias_corrected"])
@@ -186,6 +222,7 @@ def test_inside_case_optimizer_binary_kernels_follow_the_numpy_update(bias_corre
     assert [int(case.iterations), int(bop2nd.iterations), int(adam.iterations)] == [40, 40, 40]
 
 
+@requires_tensorflow
 def test_a_checkpoint_in_the_middle_gives_the_same_trajectory(tmp_path):
     data = batches(40)
     model, case = model_and_optimizer(bias_correction=True)
@@ -234,6 +271,7 @@ def test_under_mixed_precision_moments_stay_float32_and_weights_binary():
         assert kernel.dtype == "float32" and set(np.unique(kernel.numpy())) == {-1.0, 1.0}
 
 
+@requires_tensorflow
 def test_two_replicas_train_like_one_device():
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

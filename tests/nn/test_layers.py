@@ -1,15 +1,56 @@
-"""Quantized layers: what they compute, how they serialize, what quantized_scope reads."""
+"""Quantized layers: what they compute, how they serialize, what quantized_scope reads.
+
+Backend-neutral but for the tests marked ``requires_tensorflow`` (the fused
+batch-normalization kernel, which is TensorFlow's) and the one of synchronized batch
+statistics (Keras has them on TensorFlow only): tests/nn/test_jax_backend.py runs this
+file on JAX too. Convolutions are checked against NumPy's.
+"""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
+from numpy.lib.stride_tricks import sliding_window_view
 
 from bnno.nn import constraints, context, layers, quantizers
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+requires_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="TensorFlow's fused batch-normalization kernel; other backends compute Keras's own",
+)
 
 
 def binary(a):
     return np.where(a >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def windows(x, kernel_size, strides, padding):
+    """(N, H', W', C, kh, kw) views of NHWC ``x``, padded by ``padding`` (per spatial
+    axis, before and after) with zeros and strided like a convolution."""
+    x = np.pad(np.asarray(x, np.float64), [(0, 0), *padding, (0, 0)])
+    return sliding_window_view(x, kernel_size, axis=(1, 2))[:, ::strides, ::strides]
+
+
+def conv2d(x, kernel, strides=1, padding=((0, 0), (0, 0))):
+    """NumPy's convolution (cross-correlation, as TensorFlow's) of NHWC ``x`` with an
+    HWIO ``kernel``, in float64."""
+    patches = windows(x, kernel.shape[:2], strides, padding)
+    return np.einsum("nhwcij,ijco->nhwo", patches, np.asarray(kernel, np.float64))
+
+
+def depthwise_conv2d(x, kernel, strides=1, padding=((0, 0), (0, 0))):
+    """NumPy's depthwise convolution with an (H, W, C, multiplier) ``kernel``; output
+    channel ``c * multiplier + m``, as Keras and TensorFlow order them."""
+    patches = windows(x, kernel.shape[:2], strides, padding)
+    y = np.einsum("nhwcij,ijcm->nhwcm", patches, np.asarray(kernel, np.float64))
+    return y.reshape(*y.shape[:3], -1)
+
+
+def numpy_of(tensor):
+    return ops.convert_to_numpy(tensor)
 
 
 def test_quant_dense_multiplies_binarized_inputs_by_binarized_kernel():
@@ -18,7 +59,7 @@ def test_quant_dense_multiplies_binarized_inputs_by_binarized_kernel():
     layer = layers.QuantDense(
         3, input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False
     )
-    y = layer(x).numpy()
+    y = numpy_of(layer(x))
     np.testing.assert_array_equal(y, binary(x) @ binary(layer.kernel.numpy()))
     # Binary inputs and weights make every output an integer.
     np.testing.assert_array_equal(y, np.round(y))
@@ -30,8 +71,9 @@ def test_quant_conv2d_equals_a_plain_convolution_of_quantized_values():
     layer = layers.QuantConv2D(
         4, 3, padding="same", input_quantizer="ste_sign", kernel_quantizer="ste_sign"
     )
-    y = layer(x).numpy()
-    expected = tf.nn.conv2d(binary(x), binary(layer.kernel.numpy()), 1, "SAME").numpy()
+    y = numpy_of(layer(x))
+    # "same" with a 3x3 kernel at stride 1: one row and column of zeros on every side.
+    expected = conv2d(binary(x), binary(layer.kernel.numpy()), 1, ((1, 1), (1, 1)))
     expected += layer.bias.numpy()
     np.testing.assert_allclose(y, expected, atol=1e-5)
 
@@ -42,9 +84,9 @@ def test_pad_values_pads_same_convolutions_with_that_value():
         1, 3, strides=2, padding="same", pad_values=1.0, use_bias=False,
         kernel_initializer="ones",
     )
-    y = layer(x).numpy()
+    y = numpy_of(layer(x))
     padded = np.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)], constant_values=1.0)  # TF "same"
-    expected = tf.nn.conv2d(padded, np.ones((3, 3, 1, 1), np.float32), 2, "VALID").numpy()
+    expected = conv2d(padded, np.ones((3, 3, 1, 1), np.float32), 2)
     np.testing.assert_array_equal(y, expected)
     assert y.shape == (1, 2, 2, 1)
     # Each window sums its -1 inputs and +1 pads: 9 inputs; 6 and 3 pads; 4 and 5 pads.
@@ -58,10 +100,8 @@ def test_quant_depthwise_conv2d_quantizes_its_depthwise_kernel():
         3, padding="valid", input_quantizer="ste_sign", depthwise_quantizer="ste_sign",
         use_bias=False,
     )
-    y = layer(x).numpy()
-    expected = tf.nn.depthwise_conv2d(
-        binary(x), binary(layer.kernel.numpy()), [1, 1, 1, 1], "VALID"
-    ).numpy()
+    y = numpy_of(layer(x))
+    expected = depthwise_conv2d(binary(x), binary(layer.kernel.numpy()))
     np.testing.assert_allclose(y, expected, atol=1e-5)
     assert layer.kernel.precision == 1
 
@@ -86,9 +126,9 @@ def test_kernels_carry_their_quantizer_precision():
 def test_weight_clip_is_accepted_by_name():
     layer = layers.QuantConv2D(2, 3, kernel_constraint="weight_clip")
     assert isinstance(layer.kernel_constraint, constraints.WeightClip)
-    clipped = layer.kernel_constraint(tf.constant([-3.0, -1.0, 0.25, 1.0, 7.0]))
-    np.testing.assert_array_equal(clipped.numpy(), [-1.0, -1.0, 0.25, 1.0, 1.0])
-    assert constraints.weight_clip(0.5)(tf.constant([2.0])).numpy()[0] == 0.5
+    clipped = layer.kernel_constraint(ops.convert_to_tensor([-3.0, -1.0, 0.25, 1.0, 7.0]))
+    np.testing.assert_array_equal(numpy_of(clipped), [-1.0, -1.0, 0.25, 1.0, 1.0])
+    assert numpy_of(constraints.weight_clip(0.5)(ops.convert_to_tensor([2.0])))[0] == 0.5
 
 
 @pytest.mark.parametrize(
@@ -168,9 +208,9 @@ def test_save_weights_inside_quantized_scope_writes_binary_weights(tmp_path):
 def test_quantized_scope_does_not_change_what_the_model_computes():
     model = small_model()
     x = np.random.default_rng(4).normal(size=(2, 6, 6, 2)).astype(np.float32)
-    outside = model(x).numpy()
+    outside = numpy_of(model(x))
     with context.quantized_scope():
-        np.testing.assert_array_equal(model(x).numpy(), outside)
+        np.testing.assert_array_equal(numpy_of(model(x)), outside)
 
 
 @pytest.mark.parametrize(
@@ -181,6 +221,7 @@ def test_quantized_scope_does_not_change_what_the_model_computes():
         ((4, 3, 3, 2), {"center": False, "momentum": 0.8, "epsilon": 1e-4}),
     ],
 )
+@requires_tensorflow
 def test_fused_batch_normalization_computes_what_keras_computes(shape, arguments):
     x = tf.constant(np.random.default_rng(0).normal(2, 3, size=shape).astype(np.float32))
     reference, fused = keras.layers.BatchNormalization(**arguments), layers.BatchNormalization(**arguments)
@@ -205,11 +246,21 @@ def test_fused_batch_normalization_computes_what_keras_computes(shape, arguments
 
 
 def test_fused_batch_normalization_falls_back_to_keras_where_it_cannot_fuse():
-    x = tf.constant(np.random.default_rng(1).normal(size=(2, 3, 4)).astype(np.float32))
+    x = ops.convert_to_tensor(np.random.default_rng(1).normal(size=(2, 3, 4)).astype(np.float32))
     reference, fused = keras.layers.BatchNormalization(), layers.BatchNormalization()
     np.testing.assert_allclose(fused(x, training=True), reference(x, training=True), atol=1e-6)
     assert not fused._fusable(x, None)  # rank 3
-    assert not layers.BatchNormalization(synchronized=True)._fusable(tf.zeros((2, 4)), None)
+    # The fused kernel is TensorFlow's: on another backend nothing fuses, rank 4 included.
+    rank_4_fusable = layers.BatchNormalization()._fusable(ops.zeros((2, 3, 3, 4)), None)
+    assert rank_4_fusable == (keras.backend.backend() == "tensorflow")
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="Keras synchronizes batch statistics across replicas on TensorFlow only",
+)
+def test_fused_batch_normalization_leaves_synchronized_statistics_to_keras():
+    assert not layers.BatchNormalization(synchronized=True)._fusable(ops.zeros((2, 4)), None)
 
 
 def test_fused_batch_normalization_round_trips_through_save(tmp_path):
@@ -221,6 +272,7 @@ def test_fused_batch_normalization_round_trips_through_save(tmp_path):
     assert restored.layers[1].get_config() == model.layers[1].get_config()
 
 
+@requires_tensorflow
 def test_fused_batch_normalization_takes_bfloat16_inputs_with_float32_statistics():
     x32 = np.random.default_rng(2).normal(1, 2, size=(16, 4, 4, 3)).astype(np.float32)
     x16 = tf.cast(x32, tf.bfloat16)

@@ -1,10 +1,13 @@
 """Coupled weight decay (PyTorch's Adam ``weight_decay``, document 003): one step by
-hand, never on Bop's kernels, and how a set turns into it."""
+hand, never on Bop's kernels, and how a set turns into it.
+
+Backend-neutral: tests/nn/test_jax_backend.py runs this file on JAX too.
+"""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from bnno import hparams, recipe
 from bnno.errors import UsageError
@@ -26,9 +29,13 @@ def adam_l2_step_by_hand(w, g, lr, l2):
     return w - alpha * m / (np.sqrt(v) + EPSILON)
 
 
+def float32_tensor(values):
+    return ops.convert_to_tensor(np.asarray(values, np.float32))
+
+
 def one_step(optimizer, w0=W0, g=G):
     variable = keras.Variable(np.asarray(w0, np.float32))
-    optimizer.apply_gradients([(tf.constant(g, tf.float32), variable)])
+    optimizer.apply_gradients([(float32_tensor(g), variable)])
     return variable.numpy()
 
 
@@ -56,7 +63,7 @@ def test_bops_binary_kernels_get_no_decay_inside_case_optimizer():
     bop = Bop(threshold=0.0, gamma=0.5)
     case = CaseOptimizer((Bop.is_binary_variable, bop), default_optimizer=AdamL2(LR, l2=L2))
     binary_gradient = np.array([0.2, 0.2, -0.2])
-    case.apply_gradients([(tf.constant(binary_gradient, tf.float32), binary), (tf.constant(G, tf.float32), real)])
+    case.apply_gradients([(float32_tensor(binary_gradient), binary), (float32_tensor(G), real)])
     # Bop's moving average is gamma * g exactly: no l2 * w (which would be +-0.25) joined it.
     m = bop._moving_averages[bop._get_variable_index(binary)].numpy()
     np.testing.assert_array_equal(m, np.float32(0.5) * binary_gradient.astype(np.float32))
