@@ -29,7 +29,8 @@ cores) the exact bfloat16 forward convolution, with its kernel check and partial
 was 2.5-3.5x faster than float32 (138 ms against 384 ms in all), and the training
 step about 20 % faster (benchmarks/README.md). ``mode()`` decides where it is
 used: ``"auto"`` (the default) uses it on CPUs with AMX, with TensorFlow's oneDNN
-kernels (``TF_ENABLE_ONEDNN_OPTS`` not 0), when no GPU is visible,
+kernels (``TF_ENABLE_ONEDNN_OPTS`` not 0) allowed to use AMX (``ONEDNN_MAX_CPU_ISA``
+not set below it), when no GPU is visible,
 ``"bfloat16"`` always, ``"float32"`` never.
 
 Only inputs and kernels that are exactly +-1 qualify: the layer's input quantizer must
@@ -104,12 +105,24 @@ def _onednn_enabled() -> bool:
     return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
 
 
+def _onednn_may_use_amx() -> bool:
+    # ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA) caps the instructions
+    # oneDNN generates, e.g. AVX2 to behave as on an older CPU; below AMX its bfloat16
+    # convolutions are emulated and slower than float32.
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        cap = os.environ.get(name, "").strip().upper()
+        if cap and cap not in ("ALL", "DEFAULT") and "AMX" not in cap:
+            return False
+    return True
+
+
 def enabled(in_mode: Optional[str] = None) -> bool:
     """Whether qualifying convolutions take the bfloat16 path in ``in_mode`` (by
     default the current mode)."""
     in_mode = in_mode or _mode
     if in_mode == "auto":
-        return _cpu_has_amx_bf16() and _onednn_enabled() and not _gpus_visible()
+        return (_cpu_has_amx_bf16() and _onednn_enabled() and _onednn_may_use_amx()
+                and not _gpus_visible())
     return in_mode == "bfloat16"
 
 

@@ -8,6 +8,7 @@ from typing import Callable, List, Optional, Tuple
 import keras
 from keras import ops
 
+from bnno.nn import fused
 from bnno.nn.quantizers import binary_sign
 
 __all__ = ["Bop", "Bop2ndOrder", "CaseOptimizer", "is_binary_variable"]
@@ -76,8 +77,15 @@ class Bop(keras.optimizers.Optimizer):
         threshold = self._current(self.threshold, variable.dtype)
         m = self._moving_averages[self._get_variable_index(variable)]
         self.assign_add(m, gamma * (gradient - m))
-        flip_or_keep = -ops.sign(variable * m - threshold)
-        self.assign(variable, binary_sign(flip_or_keep * variable))
+        self._flip(variable, variable * m - threshold)
+
+    def _flip(self, variable, strength):
+        """``variable <- binary_sign(-sign(strength) * variable)``: flip the weights
+        whose ``strength`` (``w * m - threshold``) is above 0."""
+        if fused.active("bop"):  # the same weights, in one pass (bnno.nn.fused)
+            self.assign(variable, fused.bop_flip(variable, strength))
+        else:
+            self.assign(variable, binary_sign(-ops.sign(strength) * variable))
 
     def get_config(self):
         config = super().get_config()
@@ -189,8 +197,7 @@ class Bop2ndOrder(Bop):
             normalized = (m / gamma) / (ops.sqrt(v / sigma) + self.epsilon)
         else:
             normalized = m / (ops.sqrt(v) + self.epsilon)
-        flip_or_keep = -ops.sign(variable * normalized - threshold)
-        self.assign(variable, binary_sign(flip_or_keep * variable))
+        self._flip(variable, variable * normalized - threshold)
 
     def get_config(self):
         config = super().get_config()

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Union
 import keras
 from keras import ops
 
+from bnno.nn import fused
 from bnno.registry import Registry
 
 __all__ = [
@@ -78,12 +79,19 @@ def _with_pseudo_gradient(forward: Callable, pseudo_gradient: Callable):
     return call
 
 
+def _binary_sign_fused(x):
+    """``binary_sign``, in one XLA pass where ``bnno.nn.fused`` applies."""
+    return fused.binary_sign(x) if fused.active("sign") else binary_sign(x)
+
+
 def _clipped_identity_gradient(clip_value: Optional[float]):
     """Straight-through estimator: pass ``upstream`` where |x| <= clip_value, else 0."""
 
     def gradient(x, upstream):
         if clip_value is None:
             return upstream
+        if fused.active("sign"):
+            return fused.clipped_identity_gradient(x, upstream, clip_value)
         inside = ops.less_equal(ops.abs(x), ops.cast(clip_value, x.dtype))
         return ops.where(inside, upstream, ops.zeros_like(upstream))
 
@@ -97,7 +105,7 @@ def ste_sign(x, clip_value: Optional[float] = 1.0):
     Pseudo-gradient: dq/dx = 1 for |x| <= clip_value, 0 otherwise (not clipped when
     ``clip_value`` is None).
     """
-    return _with_pseudo_gradient(binary_sign, _clipped_identity_gradient(clip_value))(x)
+    return _with_pseudo_gradient(_binary_sign_fused, _clipped_identity_gradient(clip_value))(x)
 
 
 def _approx_sign_gradient(x, upstream):

@@ -105,7 +105,9 @@ def train(inputs: dict) -> dict:
     for optimizer, slots in ((bop, ("_moving_averages",)), (adam, ("_momentums", "_velocities"))):
         for slot in slots:
             for variable in getattr(optimizer, slot):
-                results[f"state/{variable.path}"] = variable.numpy()
+                # Without the optimizer's name, which Keras numbers per process
+                # ("adam_11" when other tests made optimizers before this one).
+                results[f"state/{slot}/{variable.path.split('/', 1)[-1]}"] = variable.numpy()
     results["losses"] = np.array(results["losses"])
     results["backend"] = np.array(keras.backend.backend())
     return results

@@ -148,6 +148,20 @@ def test_modes():
             pass
 
 
+@pytest.mark.parametrize("cap, allowed", [
+    ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_AMX", True), ("ALL", True), ("", True),
+])
+def test_auto_respects_a_onednn_instruction_cap(monkeypatch, cap, allowed):
+    # As on a CPU with AMX, so that only the cap decides.
+    monkeypatch.setattr(binary_conv, "_cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(binary_conv, "_gpus_visible", lambda: False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert binary_conv.enabled("auto") is allowed
+    assert binary_conv.enabled("bfloat16")  # an explicit mode is obeyed
+
+
 def conv_dtypes(layer, inputs):
     """The dtypes of the Conv2D operations that ``layer`` runs on ``inputs``."""
     graph = tf.function(layer).get_concrete_function(tf.TensorSpec(inputs.shape)).graph

@@ -14,8 +14,9 @@ checks that importing ``bnno.nn`` on JAX does not import TensorFlow.
 Not run here: test_binary_conv.py (the exact bfloat16 convolution of +-1 values is a
 TensorFlow-only speed-up, written with TensorFlow ops, that layers bypass on JAX),
 test_larq_parity.py (larq's golden values, compared on JAX by test_backend_parity.py's
-TensorFlow-against-JAX training instead) and test_backend_parity.py (which starts its
-own JAX subprocess).
+TensorFlow-against-JAX training instead), test_backend_parity.py (which starts its
+own JAX subprocess) and test_fused.py (XLA fusions of TensorFlow's element-wise
+operations; on JAX, XLA compiles the whole step anyway).
 """
 
 import os
