@@ -10,7 +10,6 @@ from typing import Dict, List, Tuple
 import keras
 from keras import ops
 
-from bnno.nn import fused
 from bnno.nn.optimizers import is_binary_variable
 from bnno.nn.quantizers import binary_sign
 
@@ -45,12 +44,8 @@ class FlipRatio(keras.metrics.Metric):
         self.previous_sign.assign(binary_sign(ops.convert_to_tensor(self.kernel)))
 
     def update_state(self):
-        kernel = ops.convert_to_tensor(self.kernel)
-        if fused.active("flips"):  # the same count, in one pass (bnno.nn.fused)
-            changed, sign = fused.sign_changes(kernel, ops.convert_to_tensor(self.previous_sign))
-        else:
-            sign = binary_sign(kernel)
-            changed = ops.sum(ops.cast(ops.not_equal(sign, self.previous_sign), "float32"))
+        sign = binary_sign(ops.convert_to_tensor(self.kernel))
+        changed = ops.sum(ops.cast(ops.not_equal(sign, self.previous_sign), "float32"))
         self.flips.assign_add(changed)
         self.weights_seen.assign_add(float(self.size))
         self.previous_sign.assign(sign)

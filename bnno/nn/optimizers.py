@@ -8,7 +8,6 @@ from typing import Callable, List, Optional, Tuple
 import keras
 from keras import ops
 
-from bnno.nn import fused
 from bnno.nn.quantizers import binary_sign
 
 __all__ = ["Bop", "Bop2ndOrder", "CaseOptimizer", "is_binary_variable"]
@@ -82,10 +81,7 @@ class Bop(keras.optimizers.Optimizer):
     def _flip(self, variable, strength):
         """``variable <- binary_sign(-sign(strength) * variable)``: flip the weights
         whose ``strength`` (``w * m - threshold``) is above 0."""
-        if fused.active("bop"):  # the same weights, in one pass (bnno.nn.fused)
-            self.assign(variable, fused.bop_flip(variable, strength))
-        else:
-            self.assign(variable, binary_sign(-ops.sign(strength) * variable))
+        self.assign(variable, binary_sign(-ops.sign(strength) * variable))
 
     def get_config(self):
         config = super().get_config()

@@ -81,7 +81,7 @@ def _with_pseudo_gradient(forward: Callable, pseudo_gradient: Callable):
 
 def _binary_sign_fused(x):
     """``binary_sign``, in one XLA pass where ``bnno.nn.fused`` applies."""
-    return fused.binary_sign(x) if fused.active("sign") else binary_sign(x)
+    return fused.binary_sign(x) if fused.active() else binary_sign(x)
 
 
 def _clipped_identity_gradient(clip_value: Optional[float]):
@@ -90,7 +90,7 @@ def _clipped_identity_gradient(clip_value: Optional[float]):
     def gradient(x, upstream):
         if clip_value is None:
             return upstream
-        if fused.active("sign"):
+        if fused.active():
             return fused.clipped_identity_gradient(x, upstream, clip_value)
         inside = ops.less_equal(ops.abs(x), ops.cast(clip_value, x.dtype))
         return ops.where(inside, upstream, ops.zeros_like(upstream))

@@ -1,5 +1,6 @@
-"""bnno.nn.fused: each XLA-fused element-wise part gives the results of the keras.ops
-it replaces, bit for bit, and a BNN trained with them flips the same weights.
+"""bnno.nn.fused: ste_sign's XLA-fused forward and backward passes give the results of
+the keras.ops they replace, bit for bit, and a BNN trained with them flips the same
+weights.
 
 TensorFlow only (the fused parts exist on its backend alone). NaN compares equal to
 NaN whatever its sign bit: XLA may give -NaN where TensorFlow gives NaN, a difference
@@ -64,28 +65,7 @@ def test_binary_sign_and_the_straight_through_gradient_are_unchanged(dtype):
     assert set(np.unique(np.asarray(tf.cast(fused_sign, tf.float32))[finite])) == {-1.0, 1.0}
 
 
-def test_bop_flip_rule_and_the_sign_changes_are_unchanged():
-    rng = np.random.default_rng(2)
-    strength = values(seed=3)
-    weights = np.where(rng.standard_normal(strength.size) >= 0, 1.0, -1.0).astype(np.float32)
-    weights[: SPECIAL.size] = SPECIAL  # and weights that are not (yet) +-1
-    previous = np.where(rng.standard_normal(strength.size) >= 0, 1.0, -1.0).astype(np.float32)
-
-    @tf.function
-    def both(w, s, previous):
-        flipped = quantizers.binary_sign(-tf.sign(s) * w)
-        sign = quantizers.binary_sign(w)
-        changed = tf.reduce_sum(tf.cast(tf.not_equal(sign, previous), tf.float32))
-        fused_changed, fused_sign = fused.sign_changes(w, previous)
-        return flipped, fused.bop_flip(w, s), changed, fused_changed, sign, fused_sign
-
-    flipped, fused_flipped, changed, fused_changed, sign, fused_sign = both(weights, strength, previous)
-    assert_bitwise_equal(fused_flipped, flipped)
-    assert_bitwise_equal(fused_sign, sign)
-    assert float(fused_changed) == float(changed) > 0
-
-
-def test_the_fused_parts_run_in_traced_graphs_only_and_can_be_turned_off(monkeypatch):
+def test_the_fusion_runs_in_traced_graphs_only_and_can_be_turned_off(monkeypatch):
     def xla_calls(function):
         graph = tf.function(function).get_concrete_function(tf.TensorSpec([4], tf.float32)).graph
         return sum(1 for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr)
@@ -95,19 +75,17 @@ def test_the_fused_parts_run_in_traced_graphs_only_and_can_be_turned_off(monkeyp
 
     monkeypatch.delenv("BNNO_FUSED", raising=False)
     assert xla_calls(quantize) == 1
-    assert not fused.active("sign")  # eagerly, keras.ops
-    monkeypatch.setenv("BNNO_FUSED", "bop,flips")
-    assert xla_calls(quantize) == 0
+    assert not fused.active()  # eagerly, keras.ops
     monkeypatch.setenv("BNNO_FUSED", "none")
     assert xla_calls(quantize) == 0
 
 
-def _train(optimizer_factory, steps, fused_parts, monkeypatch):
-    """A small BNN's binary kernels, optimizer variables and flip counts after
-    ``steps`` traced training steps, with ``BNNO_FUSED=fused_parts``."""
+def _train(optimizer_factory, steps, fused_setting, monkeypatch):
+    """A small BNN's variables, optimizer variables and flip counts after ``steps``
+    traced training steps, with ``BNNO_FUSED=fused_setting``."""
     from bnno import models
 
-    monkeypatch.setenv("BNNO_FUSED", fused_parts)
+    monkeypatch.setenv("BNNO_FUSED", fused_setting)
     keras.utils.set_random_seed(7)
     model = models.build("binarynet", {"filters": 8, "dense_units": 16, "kernel_size": 3},
                          (12, 12, 3), 5)
