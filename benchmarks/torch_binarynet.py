@@ -132,6 +132,9 @@ def main():
     parser.add_argument("--channels-last", action="store_true",
                         help="NHWC memory layout for the convolutions (PyTorch's faster one on CPUs)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="forward and backward under torch.autocast in bfloat16 (weights stay float32)")
     parser.add_argument("--profile", action="store_true",
                         help="after timing, profile 3 more steps and print the ops by CPU time")
     args = parser.parse_args()
@@ -139,7 +142,8 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = BinaryNet().to(memory_format=layout)
+    device = torch.device(args.device)
+    model = BinaryNet().to(device=device, memory_format=layout)
     bop = Bop(model.binary_kernels())
     binary_ids = {id(k) for k in bop.kernels}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in binary_ids]
@@ -148,12 +152,13 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, size=(args.batch_size, 32, 32, 3)).astype(np.float32)
     labels = rng.integers(0, 10, size=args.batch_size).astype(np.int64)
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=layout)
-    labels = torch.from_numpy(labels)
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=layout).to(device)
+    labels = torch.from_numpy(labels).to(device)
 
     def step():
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bfloat16):
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
         adam.zero_grad(set_to_none=True)
         bop.zero_grad()
         loss.backward()
@@ -177,6 +182,7 @@ def main():
     result = {
         "library": f"torch {torch.__version__}",
         "layout": "channels_last" if args.channels_last else "NCHW",
+        "device": str(device), "precision": "bfloat16 autocast" if args.bfloat16 else "float32",
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size, "steps": len(seconds),
         "images_per_second": args.batch_size * len(seconds) / sum(seconds),
