@@ -140,8 +140,8 @@ class Trainer:
         self._build_model_and_optimizer()
         self._make_checkpoints()
         self.top_k = min(5, self.data.num_classes)
-        self.train_step = self._in_binary_conv_mode(self._make_train_step())
-        self._eval_step = self._in_binary_conv_mode(self._make_eval_step())
+        self.train_step = self._with_speed_paths(self._make_train_step())
+        self._eval_step = self._with_speed_paths(self._make_eval_step())
 
     # -- construction, step by step -------------------------------------------------
 
@@ -296,12 +296,14 @@ class Trainer:
 
         return eval_step
 
-    def _in_binary_conv_mode(self, step):
-        """``step``, traced (on its first call) in the run's binary convolution mode."""
-        from bnno.nn import binary_conv
+    def _with_speed_paths(self, step):
+        """``step``, traced (on its first call) in the run's binary convolution mode and
+        with ``ste_sign`` fused (``bnno.nn.binary_conv``, ``bnno.nn.fused``; the same
+        results either way)."""
+        from bnno.nn import binary_conv, fused
 
         def call(*args):
-            with binary_conv.use(self.binary_conv):
+            with binary_conv.use(self.binary_conv), fused.use():
                 return step(*args)
 
         return call

@@ -33,3 +33,22 @@ def test_benchmark_of_an_imagenet_model_uses_imagenet_shapes():
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["dataset"] == "imagenet2012" and figures["images_per_second"] > 0
+
+
+def test_the_training_step_is_traced_with_ste_sign_fused(monkeypatch):
+    # bnno.nn.fused applies only inside the Trainer's steps (and never eagerly): the
+    # benchmark's step, the one `bnno train` runs, must take it.
+    from bnno.nn import fused
+
+    shapes = []
+    fused_binary_sign = fused.binary_sign
+    monkeypatch.setattr(fused, "binary_sign", lambda x: shapes.append(tuple(x.shape)) or fused_binary_sign(x))
+    result = CliRunner().invoke(cli, [
+        "benchmark", "binarynet", "--hparams-set", "bop", "--hparams", "filters=8,dense_units=16",
+        "--batch-size", "4", "--steps", "1", "--warmup", "1", "--binary-conv", "float32", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    # The inputs of BinaryNet's eight binarized layers (the first layer's are not; the
+    # last two dense layers' inputs have the same shape).
+    assert set(shapes) == {(4, 30, 30, 8), (4, 15, 15, 8), (4, 15, 15, 16), (4, 7, 7, 16),
+                           (4, 7, 7, 32), (4, 288), (4, 16)}

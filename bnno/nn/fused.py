@@ -17,23 +17,40 @@ contract into one rounding), so a run computes bit for bit what it computed befo
 and NaN). Bop's flip rule and the flip-ratio count were tried the same way and left
 out: one XLA pass was no faster there (18 against 20 ms, and 28 against 23 ms).
 
-Used while tracing a graph (``tf.function``, as in ``bnno train``) on the TensorFlow
-backend; eagerly, and on other backends, the ``keras.ops`` versions run.
+Used where bnno's own training and evaluation steps are traced (``Trainer`` traces
+them inside ``use()``), on the TensorFlow backend. Everywhere else (eager calls, other
+backends, and models that users call or export themselves, e.g. to a SavedModel for
+converters that take no XLA clusters) the ``keras.ops`` versions run.
 ``BNNO_FUSED=none`` in the environment turns the fusion off, to measure it.
 """
 
+import contextlib
 import functools
 import os
 
-__all__ = ["active", "binary_sign", "clipped_identity_gradient"]
+__all__ = ["active", "binary_sign", "clipped_identity_gradient", "use"]
+
+_enabled = False
+
+
+@contextlib.contextmanager
+def use(enabled: bool = True):
+    """Within the block, ``ste_sign`` traced into a graph runs fused (unless
+    ``BNNO_FUSED=none``); the previous setting is restored after."""
+    global _enabled
+    previous, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
 
 
 def active() -> bool:
-    """Whether ``ste_sign`` runs fused here: TensorFlow backend, inside a traced graph,
-    and not turned off by ``BNNO_FUSED=none``."""
+    """Whether ``ste_sign`` runs fused here: inside ``use()``, on the TensorFlow
+    backend, inside a traced graph, and not turned off by ``BNNO_FUSED=none``."""
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    if not _enabled or keras.backend.backend() != "tensorflow":
         return False
     if os.environ.get("BNNO_FUSED", "").strip().lower() == "none":
         return False
