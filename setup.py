@@ -34,7 +34,8 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # pytest-xdist: the suite runs in parallel processes (README's test command).
+        "test": ["pytest>=8", "pytest-xdist>=3"],
         # Keras 3's JAX backend for bnno.nn (KERAS_BACKEND=jax); TensorFlow stays installed.
         "jax": ["jax>=0.4"],
     },
