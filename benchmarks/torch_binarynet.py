@@ -23,6 +23,7 @@ The same computation as ``bnno benchmark binarynet --hparams-set bop``:
 
 Run it in an environment with PyTorch (benchmarks/run_torch.sh builds one):
     python benchmarks/torch_binarynet.py --batch-size 100 --steps 20 [--channels-last]
+        [--device cuda] [--bfloat16] [--profile]
 """
 
 import argparse
