@@ -38,11 +38,20 @@ def test_benchmark_of_an_imagenet_model_uses_imagenet_shapes():
 def test_the_training_step_is_traced_with_ste_sign_fused(monkeypatch):
     # bnno.nn.fused applies only inside the Trainer's steps (and never eagerly): the
     # benchmark's step, the one `bnno train` runs, must take it.
-    from bnno.nn import fused
+    from bnno.nn import fused, quantizers
 
     shapes = []
-    fused_binary_sign = fused.binary_sign
-    monkeypatch.setattr(fused, "binary_sign", lambda x: shapes.append(tuple(x.shape)) or fused_binary_sign(x))
+    compiled = fused.compiled
+
+    def recording(function):
+        def call(*arguments):
+            if function is quantizers.binary_sign:
+                shapes.append(tuple(arguments[0].shape))
+            return compiled(function)(*arguments)
+
+        return call
+
+    monkeypatch.setattr(fused, "compiled", recording)
     result = CliRunner().invoke(cli, [
         "benchmark", "binarynet", "--hparams-set", "bop", "--hparams", "filters=8,dense_units=16",
         "--batch-size", "4", "--steps", "1", "--warmup", "1", "--binary-conv", "float32", "--json",

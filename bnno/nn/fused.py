@@ -28,7 +28,7 @@ import contextlib
 import functools
 import os
 
-__all__ = ["active", "binary_sign", "clipped_identity_gradient", "use"]
+__all__ = ["active", "compiled", "use"]
 
 _enabled = False
 
@@ -59,46 +59,17 @@ def active() -> bool:
     return not tf.executing_eagerly()
 
 
-def _xla(function):
-    """``function`` compiled by XLA, once per input signature (shapes and dtypes);
-    variables among the arguments are read into tensors first."""
+@functools.lru_cache(maxsize=None)
+def compiled(function):
+    """``function`` (written with ``keras.ops``) compiled by XLA, once per input
+    signature (shapes and dtypes); arguments, variables included, are read into
+    tensors first. ``quantizers.ste_sign`` passes its own forward and gradient
+    functions, so the fused and the plain paths compute the same operations."""
     import tensorflow as tf
 
-    compiled = tf.function(function, jit_compile=True, autograph=False)
+    xla = tf.function(function, jit_compile=True, autograph=False)
 
-    def call(*tensors):
-        return compiled(*(tf.convert_to_tensor(t) for t in tensors))
+    def call(*arguments):
+        return xla(*(tf.convert_to_tensor(a) for a in arguments))
 
     return call
-
-
-@functools.lru_cache(maxsize=None)
-def _binary_sign():
-    import tensorflow as tf
-
-    def binary_sign(x):
-        return tf.sign(tf.sign(x) + tf.cast(0.1, x.dtype))
-
-    return _xla(binary_sign)
-
-
-def binary_sign(x):
-    """``quantizers.binary_sign`` (sign with sign(0) = +1) in one pass."""
-    return _binary_sign()(x)
-
-
-@functools.lru_cache(maxsize=None)
-def _clipped_identity_gradient(clip_value: float):
-    import tensorflow as tf
-
-    def gradient(x, upstream):
-        inside = tf.less_equal(tf.abs(x), tf.cast(clip_value, x.dtype))
-        return tf.where(inside, upstream, tf.zeros_like(upstream))
-
-    return _xla(gradient)
-
-
-def clipped_identity_gradient(x, upstream, clip_value: float):
-    """The straight-through estimator's gradient, ``upstream`` where |x| <= clip_value
-    and 0 elsewhere, in one pass."""
-    return _clipped_identity_gradient(float(clip_value))(x, upstream)

@@ -81,7 +81,13 @@ def _with_pseudo_gradient(forward: Callable, pseudo_gradient: Callable):
 
 def _binary_sign_fused(x):
     """``binary_sign``, in one XLA pass where ``bnno.nn.fused`` applies."""
-    return fused.binary_sign(x) if fused.active() else binary_sign(x)
+    return fused.compiled(binary_sign)(x) if fused.active() else binary_sign(x)
+
+
+def _pass_inside_clip(x, upstream, clip_value):
+    """``upstream`` where |x| <= clip_value, 0 elsewhere."""
+    inside = ops.less_equal(ops.abs(x), ops.cast(clip_value, x.dtype))
+    return ops.where(inside, upstream, ops.zeros_like(upstream))
 
 
 def _clipped_identity_gradient(clip_value: Optional[float]):
@@ -90,10 +96,9 @@ def _clipped_identity_gradient(clip_value: Optional[float]):
     def gradient(x, upstream):
         if clip_value is None:
             return upstream
-        if fused.active():
-            return fused.clipped_identity_gradient(x, upstream, clip_value)
-        inside = ops.less_equal(ops.abs(x), ops.cast(clip_value, x.dtype))
-        return ops.where(inside, upstream, ops.zeros_like(upstream))
+        if fused.active():  # one XLA pass (bnno.nn.fused)
+            return fused.compiled(_pass_inside_clip)(x, upstream, clip_value)
+        return _pass_inside_clip(x, upstream, clip_value)
 
     return gradient
 
