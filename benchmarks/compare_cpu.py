@@ -31,15 +31,10 @@ import statistics
 import subprocess
 import sys
 
+from bnno.nn.binary_conv import _cpu_has_amx_bf16  # the test --binary-conv auto makes
+
 HERE = pathlib.Path(__file__).resolve().parent
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
-
-
-def cpu_has_amx() -> bool:
-    try:
-        return "amx_bf16" in pathlib.Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
 
 
 def cpu_name() -> str:
@@ -58,13 +53,13 @@ def commands(args, amx: bool):
             "--batch-size", str(args.batch_size), "--steps", str(args.steps),
             "--warmup", str(args.warmup), "--json"]
     timing = ["--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    torch = [str(pathlib.Path(args.torch_venv) / "bin" / "python"), str(HERE / "torch_binarynet.py"), *timing]
     found = {"bnno": bnno}
     if amx:
         found["bnno-float32"] = bnno + ["--binary-conv", "float32"]
     if args.larq_venv:
         found["larq"] = ["bash", str(HERE / "run_larq.sh"), args.larq_venv, *timing]
     if args.torch_venv:
+        torch = [str(pathlib.Path(args.torch_venv) / "bin" / "python"), str(HERE / "torch_binarynet.py"), *timing]
         found["torch-nchw"] = torch
         found["torch-channels-last"] = torch + ["--channels-last"]
     return found
@@ -92,7 +87,7 @@ def main():
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if args.isa == "avx2":
         environment.update(AVX2)
-    amx = cpu_has_amx() and args.isa == "native"
+    amx = _cpu_has_amx_bf16() and args.isa == "native"
     contenders = commands(args, amx)
     if args.only:
         wanted = args.only.split(",")
@@ -107,7 +102,7 @@ def main():
 
     medians = {name: statistics.median(r) for name, r in rates.items()}
     torch_best = max((m for n, m in medians.items() if n.startswith("torch")), default=None)
-    width = max(len(name) for name in rates)
+    width = max(len("contender"), *(len(name) for name in rates))
     print(f"\n{'contender':<{width}}  {'median':>7}  {'vs PyTorch best':>15}  rounds (images/s)")
     for name, rounds in rates.items():
         ratio = f"{medians[name] / torch_best:.2f}x" if torch_best else "-"
