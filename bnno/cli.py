@@ -189,7 +189,8 @@ def run_options(command):
         click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Quick run: at most N training (and validation) steps per epoch."),
         click.option("--log-every", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Also write loss, accuracy and flip ratio to TensorBoard every N steps."),
+                     help="Also write loss, accuracy and flip ratios (overall and per binary layer) to "
+                     "TensorBoard every N steps."),
         strategy_option,
         mixed_precision_option,
         jit_compile_option,
@@ -206,6 +207,17 @@ def run_options(command):
 
 def _absolute_file(path):
     return str(pathlib.Path(path).expanduser().resolve()) if path else None
+
+
+def _absolute_source(path):
+    """``--init-from`` of a sweep, checked now (not by its first run, maybe hours later
+    on another node) and absolute, for runs started elsewhere."""
+    if path is None:
+        return None
+    from bnno import init_from
+
+    init_from.locate(path)
+    return _absolute_file(path)
 
 
 @cli.command()
@@ -261,11 +273,14 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
               help="Values of one hyperparameter to sweep; repeat for a cross product.")
 @click.option("--grid-set", default=None, metavar="NAME",
               help="A named grid of the model's sets, e.g. the paper's sec51_threshold and "
-              "sec51_gamma (see `bnno list hparams`).")
+              "sec51_gamma (see `bnno list hparams`); its --log-every, if it has one, unless given.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs per point of the grid, with seeds 0..N-1.")
 @click.option("--output-dir", "output_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="The sweep's directory: one run directory per point and sweep.yaml.")
+@click.option("--init-from", default=None, metavar="PATH",
+              help="Start every run from these weights, as `bnno train --init-from` does (e.g. a "
+              "stage-2 grid from one stage-1 run).")
 @click.option("--executor", default="local", show_default=True, metavar="local|print|slurm",
               help="local: train the runs here one after another; print: print one bnno train "
               "command per run; slurm: write a job-array batch script.")
@@ -273,7 +288,7 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
 @_reporting_errors
 @_starting_tensorflow
 def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid_set, seeds,
-          output_dir, executor, **options):
+          output_dir, init_from, executor, **options):
     """Train MODEL at every point of a hyperparameter grid (section 5.1 of the paper).
 
     \b
@@ -296,6 +311,8 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
         hparams_set = hparams_set or named["hparams_set"]
         fixed = {key: sweep_lib.format_value(value) for key, value in named["hparams"].items()}
         grid = {key: [sweep_lib.format_value(v) for v in values] for key, values in named["grid"].items()}
+        if options["log_every"] is None:  # the grid's own, e.g. per step for the paper's Figure 1
+            options["log_every"] = named["log_every"]
     grid.update(sweep_lib.parse_grid(grid_items))
     hparams_set = hparams_set or hp.default_set(model, hparams_file)
     overrides = {**fixed, **hp.parse_overrides(overrides)}
@@ -306,6 +323,8 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
         grid=sweep_lib.typed_grid(model, hparams_set, overrides, grid, hparams_file),
         output_dir=pathlib.Path(output_dir).expanduser().resolve(), seeds=seeds, overrides=overrides,
         hparams_file=hparams_file, options=options,
+        # Checked now, not by the first run; absolute, for runs started elsewhere (Slurm).
+        init_from=_absolute_source(init_from),
     )
     if executor == "print":
         sweep_lib.print_commands(plan, echo=click.echo)
@@ -366,7 +385,9 @@ def _list_hparams():
             grid = hparams.grid_set(model, grid_name)
             fixed = "".join(f", {k}={v}" for k, v in grid["hparams"].items())
             swept = "; ".join(f"{k} in {v}" for k, v in grid["grid"].items())
-            yield f"{model} grid {grid_name} (bnno sweep --grid-set): set {grid['hparams_set']}{fixed}; {swept}"
+            logged = f"; --log-every {grid['log_every']}" if grid["log_every"] else ""
+            yield (f"{model} grid {grid_name} (bnno sweep --grid-set): set {grid['hparams_set']}{fixed}; "
+                   f"{swept}{logged}")
 
 
 def _list_preprocess():

@@ -77,7 +77,16 @@ COMMON_KEYS: Dict[str, type] = {
     "bias_correction": bool,  # Bop2ndOrder's
     "epochs_decay": int,  # "A Bop and Beyond"'s period of factor decays (factor_decays)
     "weight_decay": float,  # coupled L2 on what Adam trains (bnno.recipe)
+    "xavier_learning_rate_scaling": bool,  # adam sets: latent kernels' rates times 1/H (bnno.recipe)
+    "channel_scale": bool,  # a real factor per output channel of binary convolutions (resnet18_tricks)
     **{k.format(s): t for s in _SCHEDULES for k, t in _SCHEDULE_KEYS.items()},
+}
+
+#: Hyperparameters added after runs were recorded without them, with the value that
+#: such runs had in effect: a recorded run that lacks one resumes when the new value
+#: is this one (``bnno.run_dir.check_resumable``).
+ADDED_KEYS: Dict[str, Any] = {
+    "channel_scale": False,
 }
 
 #: The elements of the list keys: whole numbers of epochs (``PiecewiseConstantDecay``'s
@@ -200,20 +209,23 @@ def _parse_file(text: str, label: str, builtin: bool) -> _SetFile:
 
 
 def _check_grids(grids: Any, sets: Dict[str, Any], name: str) -> None:
-    """A file's named sweep grids: ``{name: {hparams_set: S, hparams: {k: v}, grid: {k: [v, ...]}}}``."""
+    """A file's named sweep grids: ``{name: {hparams_set: S, hparams: {k: v}, grid: {k: [v, ...]},
+    log_every: N}}``; ``log_every`` is the run option ``--log-every`` for every run of the grid."""
     if not isinstance(grids, dict):
         raise UsageError(f"{GRIDS_KEY} in hyperparameter file {name} must map grid names to grids.")
     for grid_name, grid in grids.items():
+        log_every = grid.get("log_every", 1) if isinstance(grid, dict) else None
         valid = (
-            isinstance(grid, dict) and set(grid) <= {"hparams_set", "hparams", "grid"}
+            isinstance(grid, dict) and set(grid) <= {"hparams_set", "hparams", "grid", "log_every"}
             and isinstance(grid.get("grid"), dict) and grid["grid"]
             and all(isinstance(values, list) and values for values in grid["grid"].values())
             and isinstance(grid.get("hparams", {}), dict)
+            and isinstance(log_every, int) and not isinstance(log_every, bool) and log_every >= 1
         )
         if not valid:
             raise UsageError(
                 f"Grid '{grid_name}' in hyperparameter file {name} must have grid: {{key: [values]}} "
-                "and may have hparams_set: and hparams: {key: value}."
+                "and may have hparams_set:, hparams: {key: value} and log_every: N (steps, at least 1)."
             )
         if grid.get("hparams_set") is not None and grid["hparams_set"] not in sets:
             raise UsageError(unknown_choice_message(
@@ -245,7 +257,8 @@ def grid_names(model: str, file: Optional[str] = None) -> List[str]:
 
 def grid_set(model: str, name: str, file: Optional[str] = None) -> Dict[str, Any]:
     """The named sweep grid ``name`` of ``model``: ``{"hparams_set": set or None,
-    "hparams": {key: value}, "grid": {key: [values]}}`` (values as YAML read them)."""
+    "hparams": {key: value}, "grid": {key: [values]}, "log_every": steps or None}``
+    (values as YAML read them)."""
     grids = _source(model, file).grids
     where = f"for {model}" if file is None else f"in {file}"
     if not grids:
@@ -253,7 +266,8 @@ def grid_set(model: str, name: str, file: Optional[str] = None) -> Dict[str, Any
     if name not in grids:
         raise UsageError(unknown_choice_message("grid set", name, list(grids), where))
     grid = copy.deepcopy(grids[name])
-    return {"hparams_set": grid.get("hparams_set"), "hparams": grid.get("hparams", {}), "grid": grid["grid"]}
+    return {"hparams_set": grid.get("hparams_set"), "hparams": grid.get("hparams", {}), "grid": grid["grid"],
+            "log_every": grid.get("log_every")}
 
 
 def default_set(model: str, file: Optional[str] = None) -> str:
@@ -470,8 +484,9 @@ def validate(hparams: Dict[str, Any], where: str) -> None:
 
     In order: the type of every common key (and of the elements of lists), that every
     number is finite, the ``BOUNDS``, that epochs and batch size are given, the choices
-    (optimizer, decays, kernel constraint), and that each schedule has the keys its decay
-    needs, with piecewise boundaries increasing.
+    (optimizer, decays, kernel constraint), that each schedule has the keys its decay
+    needs, with piecewise boundaries increasing, and that Xavier learning-rate scaling
+    comes with Adam.
     """
     _check_types(hparams, where)
     for key in ("epochs", "batch_size"):
@@ -486,10 +501,22 @@ def validate(hparams: Dict[str, Any], where: str) -> None:
     if hparams["optimizer"] == "bop2nd":
         _check_schedule(hparams, "sigma", where)
         _check_bias_correction(hparams, where)
+    _check_xavier_learning_rate_scaling(hparams, where)
     constraint = hparams.get("kernel_constraint") or "none"
     _check_choice({"kernel_constraint": constraint}, "kernel_constraint", CONSTRAINTS, where)
     normalization = hparams.get("normalization") or "batch"
     _check_choice({"normalization": normalization}, "normalization", NORMALIZATIONS, where)
+
+
+def _check_xavier_learning_rate_scaling(hparams: Dict[str, Any], where: str) -> None:
+    """Xavier learning-rate scaling scales latent weights' learning rates, which only
+    ``adam`` sets have (the paper's section 5.2 uses it for its Adam baseline alone)."""
+    if hparams.get("xavier_learning_rate_scaling") and hparams["optimizer"] != "adam":
+        raise UsageError(
+            f"xavier_learning_rate_scaling of {where} scales the learning rates of latent "
+            f"weights, which optimizer={hparams['optimizer']} does not have (Bop trains the "
+            "binary kernels themselves); use it with optimizer=adam or set it to false."
+        )
 
 
 def _check_bias_correction(hparams: Dict[str, Any], where: str) -> None:

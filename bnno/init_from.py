@@ -29,12 +29,18 @@ statistics, PReLU slopes). A kernel the run's binary optimizer trains (Bop: a va
 ``Bop.is_binary_variable`` marks and a ``CaseOptimizer`` hands to Bop) takes the sign of
 the source's values, with sign(0) = +1 (``bnno.nn.quantizers.binary_sign``, as larq);
 latent weights (``adam`` sets) take the source's values, then their constraint
-(``weight_clip``), as after every optimizer step. Optimizer state starts fresh.
+(``weight_clip``), as after every optimizer step. A binary convolution with a channel
+scale (``QuantConv2D(channel_scale=True)``, ``stage2_bop``) that the source lacks takes
+alpha = mean |W| of the source's kernel per output channel, so that alpha * sign(W)
+computes what the source computed as closely as a binary kernel can (XNOR-Net,
+section 3.1). Optimizer state starts fresh.
 
 References:
     - Training tricks for binarized neural networks (CAS-CLab), document 003.
     - Helwegen et al., "Latent Weights Do Not Exist", NeurIPS 2019,
       https://arxiv.org/abs/1906.02107 (Bop's binary weights).
+    - Rastegari et al., "XNOR-Net", ECCV 2016, https://arxiv.org/abs/1603.05279
+      (the scaling factor alpha).
 """
 
 import dataclasses
@@ -75,6 +81,7 @@ class LayerLoad:
     key: str
     kind: str  # the layer's class
     action: str
+    scaled: bool = False  # its channel scale was set to mean |W| of the source's kernel
 
 
 # --- layer keys -------------------------------------------------------------------------
@@ -271,10 +278,10 @@ def load(model, source: Source, keeps_binary: Callable[[object], bool]) -> List[
             f"{_few(sorted(source.layers))}; the model has {_few([key for key, _ in keyed])}): "
             "start from a run of the same model."
         )
+    aligned = {key: _align(layer, source.layers[key], keeps_binary) for key, layer in matched}
     differing = [
         f"{key} {_shapes(source.layers[key])} where the model has {_shapes(layer.weights)}"
-        for key, layer in matched
-        if [tuple(v.shape) for v in source.layers[key]] != [tuple(v.shape) for v in layer.weights]
+        for key, layer in matched if aligned[key] is None
     ]
     if differing:
         raise UsageError(
@@ -282,17 +289,50 @@ def load(model, source: Source, keeps_binary: Callable[[object], bool]) -> List[
             f"{len(differing)} layers differ in shape ({_few(differing, 3, '; ')}); start from a run "
             "of the same model, width, input size and classes."
         )
-    return [_load_layer(key, layer, source.layers.get(key), keeps_binary) for key, layer in keyed]
+    return [_load_layer(key, layer, aligned.get(key), keeps_binary) for key, layer in keyed]
 
 
-def _load_layer(key, layer, values, keeps_binary) -> LayerLoad:
+def _same_shapes(values, variables) -> bool:
+    return [tuple(np.shape(v)) for v in values] == [tuple(v.shape) for v in variables]
+
+
+def _align(layer, values: List[np.ndarray], keeps_binary) -> Optional[Tuple[List[np.ndarray], bool]]:
+    """The source's ``values`` as ``layer``'s weights, and whether a channel scale was
+    derived; ``None`` when they do not fit.
+
+    A binary convolution with ``channel_scale`` (its last weight, alpha per output
+    channel) started from a layer without one (stage 1) takes alpha = mean |W| of the
+    source's kernel per output channel, the least-squares binary approximation
+    alpha * sign(W) of W (XNOR-Net, section 3.1), when its kernel computes with +-1
+    (Bop's kernels, or latent weights under ``ste_sign``); otherwise alpha = 1 (a
+    magnitude-aware quantizer scales the kernel itself). (The reverse, a source with a
+    scale into a layer without one, is refused: a file's weights do not say whether a
+    last weight of a convolution's width is a scale or a bias.)
+    """
+    variables = layer.weights
+    if _same_shapes(values, variables):
+        return list(values), False
+    scaled = getattr(layer, "channel_scale", False) is True
+    if scaled and len(values) == len(variables) - 1 and _same_shapes(values, variables[:-1]):
+        kernel = np.asarray(values[0], dtype=np.float32)
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        if keeps_binary(layer.kernel) or getattr(quantizer, "plus_minus_one", False):
+            alpha = np.mean(np.abs(kernel), axis=tuple(range(kernel.ndim - 1)))
+        else:
+            alpha = np.ones(kernel.shape[-1], dtype=np.float32)
+        return list(values) + [alpha], True
+    return None
+
+
+def _load_layer(key, layer, aligned, keeps_binary) -> LayerLoad:
     from keras import ops
 
     from bnno.nn.quantizers import binary_sign
 
     kind = type(layer).__name__
-    if values is None:
+    if aligned is None:
         return LayerLoad(key, kind, "skipped")
+    values, derived_scale = aligned
     action = "copied"
     for variable, value in zip(layer.weights, values):
         if keeps_binary(variable):
@@ -301,7 +341,7 @@ def _load_layer(key, layer, values, keeps_binary) -> LayerLoad:
         variable.assign(np.asarray(value, dtype=variable.dtype))
         if getattr(variable, "constraint", None) is not None:
             variable.assign(variable.constraint(variable.value))
-    return LayerLoad(key, kind, action)
+    return LayerLoad(key, kind, action, scaled=derived_scale)
 
 
 def _few(items: List[str], limit: int = 4, separator: str = ", ") -> str:
@@ -322,6 +362,9 @@ def table(source: Source, loaded: List[LayerLoad]) -> List[str]:
     lines.append(f"  {'layers':<{width}}  loaded  as signs  skipped")
     for kind, (copied, signs, skipped) in kinds.items():
         lines.append(f"  {kind:<{width}}  {copied:>6}  {signs:>8}  {skipped:>7}")
+    scaled = [row for row in loaded if row.scaled]
+    if scaled:
+        lines.append(f"  Channel scales set to mean |W| of the source's kernels: {len(scaled)} layers.")
     skipped = [row.key for row in loaded if row.action == "skipped"]
     if skipped:
         lines.append(f"  Not in the source, kept as initialized: {_few(skipped, 8)}.")

@@ -27,12 +27,19 @@ BNN training tricks (document 003): ``g <- g + weight_decay * w`` for every vari
 Adam trains (real-valued variables, and latent weights in ``adam`` sets), never for
 the kernels Bop trains (``bnno.nn.weight_decay.AdamL2``). Keras's decoupled
 ``weight_decay`` (AdamW) would be a different update.
+
+``xavier_learning_rate_scaling`` (``adam`` sets; default false) multiplies the learning
+rate of each quantized layer's latent kernel by 1 / sqrt(1.5 / (fan_in + fan_out)), as
+the paper's section 5.2 trains its latent-weight baseline (BinaryConnect's scaling;
+``bnno.nn.learning_rate_scaling.XavierScaledAdam``). ``bnno.hparams.validate`` refuses
+it in ``bop`` and ``bop2nd`` sets, whose Adam trains no latent weights.
 """
 
 from typing import Any, Dict, List, Union
 
 import keras
 
+from bnno.nn.learning_rate_scaling import XavierScaledAdam
 from bnno.nn.optimizers import Bop, Bop2ndOrder, CaseOptimizer
 from bnno.nn.weight_decay import AdamL2
 
@@ -69,10 +76,13 @@ def schedule(hparams: Dict[str, Any], name: str, steps_per_epoch: int) -> Schedu
 
 
 def _adam(hparams: Dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Adam:
-    """Adam with the set's learning rate schedule, and with coupled L2 weight decay
-    (``AdamL2``) when ``weight_decay`` is above 0 (plain Keras Adam otherwise)."""
+    """Adam with the set's learning rate schedule: ``XavierScaledAdam`` when
+    ``xavier_learning_rate_scaling`` is true (with ``weight_decay`` as its coupled L2),
+    else ``AdamL2`` when ``weight_decay`` is above 0, else plain Keras Adam."""
     learning_rate = schedule(hparams, "learning_rate", steps_per_epoch)
     weight_decay = float(hparams.get("weight_decay") or 0.0)
+    if hparams.get("xavier_learning_rate_scaling"):
+        return XavierScaledAdam(learning_rate, l2=weight_decay)
     if weight_decay:
         return AdamL2(learning_rate, l2=weight_decay)
     return keras.optimizers.Adam(learning_rate)

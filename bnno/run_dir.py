@@ -161,12 +161,15 @@ def first_line(error: Exception) -> str:
 def _differences(recorded: Dict[str, Any], run: Run) -> List[str]:
     """``key: old -> new`` for every identity field (and hyperparameter) that differs.
     A field missing from an older record counts as its default."""
+    from bnno.hparams import ADDED_KEYS
+
     defaults = {field.name: field.default for field in dataclasses.fields(Run)}
     current = run.identity()
     differences = []
     for key in Run.IDENTITY:
         if key == "hparams":
             old, new = recorded.get("hparams", {}), current["hparams"]
+            old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
             differences += [
                 f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)

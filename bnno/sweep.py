@@ -38,7 +38,7 @@ COMMANDS_FILE = "commands.txt"
 EXECUTORS = ("local", "print", "slurm")
 
 #: Fields of the manifest that define the sweep: a second invocation must match them.
-DEFINITION = ("model", "dataset", "hparams_set", "hparams_file", "grid", "seeds", "overrides")
+DEFINITION = ("model", "dataset", "hparams_set", "hparams_file", "grid", "seeds", "overrides", "init_from")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,8 @@ class Sweep:
     seeds: int = 1
     overrides: Dict[str, str] = dataclasses.field(default_factory=dict)
     hparams_file: Optional[str] = None
+    #: ``--init-from`` of every run (absolute): a stage-2 grid started from one stage-1 run.
+    init_from: Optional[str] = None
     #: ``bnno train`` options for every run, as ``Run`` fields (preprocess, data_dir, ...).
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -100,7 +102,7 @@ class Sweep:
         return {
             "model": self.model, "dataset": self.dataset, "hparams_set": self.hparams_set,
             "hparams_file": self.hparams_file, "grid": self.grid, "seeds": self.seeds,
-            "overrides": self.overrides,
+            "overrides": self.overrides, "init_from": self.init_from,
         }
 
 
@@ -215,6 +217,7 @@ def make_run(sweep: Sweep, point: Point, command_line: str = "") -> run_dir.Run:
         model=sweep.model, dataset=sweep.dataset, hparams_set=sweep.hparams_set,
         hparams=resolve_point(sweep.model, sweep.hparams_set, overrides, sweep.hparams_file),
         output_dir=sweep.output_dir / point.name, overrides=overrides, hparams_file=sweep.hparams_file,
+        init_from=sweep.init_from,
         seed=point.seed, command_line=command_line or shlex.join(train_command(sweep, point)),
         **sweep.options,
     )
@@ -240,6 +243,8 @@ def train_command(sweep: Sweep, point: Point) -> List[str]:
         command += ["--hparams-file", sweep.hparams_file]
     command += ["--hparams", ",".join(f"{key}={value}" for key, value in overrides.items())]
     command += ["--seed", str(point.seed), "--output-dir", str(sweep.output_dir / point.name)]
+    if sweep.init_from:
+        command += ["--init-from", sweep.init_from]
     for field, flag in _VALUE_FLAGS.items():
         if sweep.options.get(field) is not None:
             command += [flag, str(sweep.options[field])]

@@ -20,6 +20,9 @@ def test_list_shows_models_sets_with_values_preprocess_and_datasets():
         "binarynet", "binary_alexnet (also: alexnet)", "xnornet", "birealnet",
         "binarynet bop (default): epochs=100, batch_size=100, optimizer=bop",
         "binarynet bop_sec52: epochs=500, batch_size=50",
+        "binarynet adam_sec52: epochs=500, batch_size=50, optimizer=adam, learning_rate=0.001, "
+        "learning_rate_decay=step,",
+        "learning_rate_decay_factor=0.1, learning_rate_decay_epochs=100, xavier_learning_rate_scaling=True",
         # "A Bop and Beyond": its model names, sets and schedules as its command lines write them
         "binarynet_batch", "xnornet_batch", "birealnet_batch",
         "binarynet bop2ndOrder: epochs=100, batch_size=100, optimizer=bop2nd",
@@ -73,8 +76,9 @@ def test_summary_of_binarynet_macs():
          "Unknown model 'binarynett'; valid choices are: binary_alexnet, binarynet, binarynet_batch, birealnet, "
          "birealnet_batch, resnet18_tricks, xnornet, xnornet_batch. Did you mean 'binarynet'?"),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams-set", "bob"],
-         "Unknown hyperparameter set 'bob' for binarynet; valid choices are: bop, bop2ndOrder, bop2ndOrder_testExp, "
-         "bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, bop_sec52, default. Did you mean 'bop'?"),
+         "Unknown hyperparameter set 'bob' for binarynet; valid choices are: adam_sec52, bop, bop2ndOrder, "
+         "bop2ndOrder_testExp, bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, bop_sec52, default. "
+         "Did you mean 'bop'?"),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams",
           "gamma_decay=piecewise,gamma_boundaries=[a,b],gamma_factors=[1,2,3]"],
          "Hyperparameter gamma_boundaries of binarynet set 'bop' must be a list of whole numbers of epochs"),
@@ -101,6 +105,9 @@ def test_summary_of_binarynet_macs():
          "most 1; got -1.0."),
         (["train", "binarynet_batch", "--dataset", "cifar10", "--hparams", "bias_correction=maybe"],
          "Hyperparameter bias_correction=maybe must be true or false."),
+        (["train", "binarynet", "--dataset", "cifar10", "--hparams", "xavier_learning_rate_scaling=true"],
+         "xavier_learning_rate_scaling of binarynet set 'bop' scales the learning rates of latent weights, "
+         "which optimizer=bop does not have"),
         (["train", "binarynet", "--dataset", "cifar10", "--hparams", "gamma_decay=0.1"],
          "gamma_decay=0.1 in binarynet set 'bop' is a factor, which needs epochs_decay=N"),
         (["train", "binarynet", "--dataset", "cifar10", "--tensorboard=maybe"],

@@ -86,7 +86,7 @@ def test_unknown_set_lists_the_sets_and_the_closest():
         hparams.resolve("binarynet", "bop_sec5")
     assert str(error.value) == (
         "Unknown hyperparameter set 'bop_sec5' for binarynet; valid choices are: "
-        "bop, bop2ndOrder, bop2ndOrder_testExp, bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, "
+        "adam_sec52, bop, bop2ndOrder, bop2ndOrder_testExp, bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, "
         "bop_sec52, default. Did you mean 'bop_sec52'?"
     )
 
@@ -366,8 +366,8 @@ def test_a_file_of_one_set_needs_no_default_set(tmp_path):
          "Unknown default_set 'bop' in {file}; valid choices are: bob. Did you mean 'bob'?"),
         ("mine:\n  extends: bop\n", "Unknown set 'bop' in extends of set 'mine' of {file}; valid choices are: mine."),
         ("mine:\n  extends: binarynet:bopp\n",
-         "Unknown binarynet set 'bopp' in extends of set 'mine' of {file}; valid choices are: bop, bop2ndOrder, "
-         "bop2ndOrder_testExp, bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, bop_sec52, default. "
+         "Unknown binarynet set 'bopp' in extends of set 'mine' of {file}; valid choices are: adam_sec52, bop, "
+         "bop2ndOrder, bop2ndOrder_testExp, bop2ndOrder_unbiased, bop2ndOrder_unbiased_testExp, bop_sec52, default. "
          "Did you mean 'bop'?"),
         ("mine:\n  extends: binarynett:bop\n",
          "Unknown model 'binarynett' in extends of set 'mine' of {file}; valid choices are: binary_alexnet, "

@@ -19,9 +19,9 @@ from tests.imagefolders import make_image_folder
 
 # Width 16: at width 4 the signs of a filter's 36 weights approximate it too coarsely
 # for stage 2 to start reliably where stage 1 ended. Stage 1's learning rate is raised
-# so that 3 epochs learn the stripes; stage 2 keeps the recipe's 2e-4, under which a
-# start from scratch learns little in its first epoch.
-STAGE1 = "filters=16,epochs=3,batch_size=20,learning_rate=1e-2,learning_rate_decay=none"
+# so that 4 epochs learn the stripes (validation 100 %); stage 2 keeps the recipe's 2e-4,
+# under which a start from scratch learns little in its first epoch.
+STAGE1 = "filters=16,epochs=4,batch_size=20,learning_rate=3e-3,learning_rate_decay=none"
 STAGE2 = "filters=16,epochs=1,batch_size=20"
 # The exact bfloat16 binary convolutions give the same results; float32 traces faster.
 FAST = ["--binary-conv", "float32"]
@@ -163,13 +163,53 @@ def test_stage2_from_stage1_starts_where_stage1_ended_and_resumes_without_it(sta
     assert yaml.safe_load((tmp_path / "init" / "hparams.yaml").read_text())["init_from"] == str(source / "model.keras")
 
 
-def stage2_bop_trainer(stripes, output_dir):
+def stage2_bop_trainer(stripes, output_dir, hparams_set="stage2_bop", overrides=STAGE2):
     run = training.Run(
-        model="resnet18_tricks", dataset=str(stripes), hparams_set="stage2_bop",
-        hparams=hparams.resolve("resnet18_tricks", "stage2_bop", STAGE2), output_dir=output_dir,
+        model="resnet18_tricks", dataset=str(stripes), hparams_set=hparams_set,
+        hparams=hparams.resolve("resnet18_tricks", hparams_set, overrides), output_dir=output_dir,
         binary_conv="float32", verbose=0,
     )
     return training.Trainer(run, echo=lambda *args, **kwargs: None)
+
+
+@pytest.mark.parametrize("hparams_set, as_before", [
+    ("stage2", "kernel_quantizer=ste_sign"),  # the set's kernels until 2026-12
+    ("stage2_bop", "channel_scale=false"),  # its +-1 kernels without a scale, until 2026-12
+])
+def test_stage2_starts_where_stage1_ended_where_plain_signs_did_not(stage1, stripes, tmp_path, hparams_set,
+                                                                   as_before):
+    """The tricks' block has no batch norm after its binary convolution: stage 1's small
+    kernels replaced by +-1 scaled every convolution's output up (here the features
+    before the classifier moved 16 times their size), so stage 2 computed something
+    else than stage 1 and started near chance on real data. alpha * sign(W), alpha = mean |W| per output channel, computes what stage
+    1 computed as closely as a binary kernel can: right after --init-from, before any
+    step, the features before the classifier stay near stage 1's and so does the
+    validation accuracy."""
+    reference = keras.saving.load_model(stage1 / "model.keras", compile=False)
+    stage1_accuracy = float(list(csv.DictReader(open(stage1 / "history.csv")))[-1]["val_accuracy"])
+    assert stage1_accuracy >= 0.9
+
+    def start(overrides):
+        """Stage 2's validation accuracy right after --init-from; its features' distance
+        from stage 1's, relative to their size; the table printed."""
+        trainer = stage2_bop_trainer(stripes, tmp_path / "unused", hparams_set, overrides)
+        source = init_from.read(str(stage1))
+        loaded = init_from.load(trainer.model, source, init_from.binary_optimizer_trains(trainer.optimizer))
+        features = [keras.Model(m.inputs, m.layers[-3].output) for m in (reference, trainer.model)]
+        assert isinstance(trainer.model.layers[-3], keras.layers.GlobalAveragePooling2D)
+        images = np.concatenate([images for images, _ in trainer.data.validation(20)])
+        before, after = (np.asarray(f(images, training=False)) for f in features)
+        distance = float(np.linalg.norm(after - before) / np.linalg.norm(before))
+        return trainer.evaluate()["accuracy"], distance, init_from.table(source, loaded)
+
+    accuracy, distance, table = start(STAGE2)
+    assert accuracy >= stage1_accuracy - 0.05, (accuracy, stage1_accuracy)
+    assert distance < 1.0, distance
+    scaled = "  Channel scales set to mean |W| of the source's kernels: 16 layers."
+    assert (scaled in table) == (hparams_set == "stage2_bop")
+    _, distance_before, table = start(f"{STAGE2},{as_before}")
+    assert distance_before > 5.0, distance_before
+    assert scaled not in table
 
 
 def test_stage2_bop_kernels_start_as_the_exact_signs_of_stage1s(stage1, stripes, tmp_path):
@@ -193,7 +233,7 @@ def test_stage2_bop_kernels_start_as_the_exact_signs_of_stage1s(stage1, stripes,
     assert not any(keeps_binary(v) for v in trainer.model.weights if all(v is not c.kernel for c in quant_convs))
     for path, expected_file in (
         (stage1, stage1 / "model.keras"),
-        (unfinished, unfinished / "checkpoints" / "ckpt-3"),
+        (unfinished, unfinished / "checkpoints" / "ckpt-4"),
         (stage1 / "binary.weights.h5", stage1 / "binary.weights.h5"),
         (zeros, zeros),
     ):
@@ -205,7 +245,14 @@ def test_stage2_bop_kernels_start_as_the_exact_signs_of_stage1s(stage1, stripes,
             if path == zeros and layer is quant_convs[0]:
                 expected[0, 0, 0, :] = 1.0
             np.testing.assert_array_equal(layer.kernel.numpy(), expected)
-        for variable, value in zip(trainer.model.weights, stage1_weights):
+        scales = [layer.scale for layer in quant_convs]  # alpha = mean |W| per output channel
+        for scale, kernel in zip(scales, stage1_kernels):
+            if path == zeros and scale is scales[0]:
+                kernel = kernel.copy()
+                kernel[0, 0, 0, :] = 0.0
+            np.testing.assert_allclose(scale.numpy(), np.abs(kernel).mean(axis=(0, 1, 2)), rtol=1e-6)
+        unscaled = [v for v in trainer.model.weights if all(v is not scale for scale in scales)]
+        for variable, value in zip(unscaled, stage1_weights, strict=True):
             if not keeps_binary(variable):  # batch norm, PReLU, stem, shortcuts, classifier
                 np.testing.assert_array_equal(variable.numpy(), value)
     assert init_from.table(source, loaded) == [
@@ -216,6 +263,7 @@ def test_stage2_bop_kernels_start_as_the_exact_signs_of_stage1s(stage1, stripes,
         "  PReLU                   17         0        0",
         "  QuantConv2D             16        16        0",
         "  Dense                    1         0        0",
+        "  Channel scales set to mean |W| of the source's kernels: 16 layers.",
     ]
     assert not (tmp_path / "stage2_bop").exists()  # building and loading wrote nothing
 

@@ -71,6 +71,6 @@ def test_the_wheel_carries_the_hyperparameter_sets(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     installed = json.loads(result.stdout.strip().splitlines()[-1])
-    sets = ["bop", "bop2ndOrder", "bop2ndOrder_testExp", "bop2ndOrder_unbiased", "bop2ndOrder_unbiased_testExp",
-            "bop_sec52", "default"]
+    sets = ["adam_sec52", "bop", "bop2ndOrder", "bop2ndOrder_testExp", "bop2ndOrder_unbiased",
+            "bop2ndOrder_unbiased_testExp", "bop_sec52", "default"]
     assert installed == {"models": models, "sets": sets, "default": "bop"}

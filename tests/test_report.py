@@ -4,6 +4,7 @@ own files (hparams.yaml, history.csv, TensorBoard events)."""
 import base64
 import csv
 import json
+import math
 import pathlib
 import re
 import subprocess
@@ -160,6 +161,7 @@ def test_the_paper_figure_and_the_difference_for_bop_sec52_on_cifar10(tmp_path):
 @pytest.mark.parametrize("model, dataset, hparams_set, expected", [
     ("binarynet", "cifar10", "bop_sec52", 0.913),
     ("binarynet", "cifar10:3.0.2", "bop_sec52", 0.913),
+    ("binarynet", "cifar10", "adam_sec52", 0.909),  # section 5.2's latent-weight baseline
     ("binary_alexnet", "imagenet2012", "bop", 0.411),
     ("xnornet", "imagenet2012:5.1.0", "bop", 0.459),
     ("birealnet", "imagenet2012", "bop", 0.566),
@@ -177,6 +179,9 @@ def test_papers_figures_match_model_dataset_and_set(model, dataset, hparams_set,
     assert (figure.val_accuracy if figure else None) == expected
     if figure:
         assert figure.source.startswith("section 5.")
+        # "A Bop and Beyond"'s figures were read from its code's README, and say so.
+        from_readme = "(as its code's README, github.com/CuauSuarez/Bop2ndOrder, prints it)"
+        assert figure.source.endswith(from_readme) == (figure.paper == papers.BOP2ND_PAPER)
 
 
 def test_flip_ratio_wall_time_and_resumes_come_from_the_events(tmp_path):
@@ -259,21 +264,22 @@ def test_accuracy_figure_has_one_panel_per_swept_key(sweep):
     runs, _ = runs_lib.collect([sweep])
     figure = plots.accuracy_figure(runs)
     threshold_axes, gamma_axes = figure.axes
-    assert figure._suptitle.get_text().startswith("Top-1 accuracy per epoch")
+    assert figure._suptitle.get_text() == "Top-1 accuracy per epoch: training (solid), validation (dashed)"
     assert threshold_axes.get_title() == "threshold varied at gamma=0.001"
     assert gamma_axes.get_title() == "gamma varied at threshold=1e-06"
     for axes in figure.axes:
         assert axes.get_xlabel() == "epoch" and axes.get_ylabel() == "top-1 accuracy"
-        assert len(axes.get_lines()) == 6  # validation and training of three runs
+        assert len(axes.get_lines()) == 6  # training and validation of three runs
     assert legend_texts(threshold_axes) == ["threshold=1e-08", "threshold=1e-06", "threshold=0.0001",
-                                            "validation", "training"]
-    assert legend_texts(gamma_axes) == ["gamma=0.0001", "gamma=0.001", "gamma=0.01", "validation", "training"]
-    # the lines are the runs' history: the first line is threshold 1e-8's validation accuracy
-    validation, training = threshold_axes.get_lines()[:2]
-    assert list(validation.get_xdata()) == [1, 2, 3]
-    assert list(validation.get_ydata()) == [0.40, 0.55, 0.60]
+                                            "training", "validation"]
+    assert legend_texts(gamma_axes) == ["gamma=0.0001", "gamma=0.001", "gamma=0.01", "training", "validation"]
+    # the lines are the runs' history, as the paper draws them (its Figure 1: "train: —,
+    # validation: – –"): the first line is threshold 1e-8's training accuracy
+    training, validation = threshold_axes.get_lines()[:2]
+    assert list(training.get_xdata()) == [1, 2, 3]
     assert list(training.get_ydata()) == pytest.approx([0.45, 0.60, 0.65])
-    assert training.get_linestyle() == "--"
+    assert list(validation.get_ydata()) == [0.40, 0.55, 0.60]
+    assert (training.get_linestyle(), validation.get_linestyle()) == ("-", "--")
 
 
 def test_a_full_grid_has_a_panel_per_fixed_value_and_seeds_share_panels(tmp_path):
@@ -365,7 +371,157 @@ def test_runs_without_events_have_no_flip_or_schedule_figures(sweep):
     assert plots.flip_ratio_figure(runs) is None
     assert plots.layer_flip_ratio_figure(runs) is None
     assert plots.schedules_figure(runs) is None
-    assert list(plots.figures(runs)) == ["accuracy"]
+    # the sweep is Figure 1's shape: its accuracy, and no pi_t to draw, which it says
+    assert list(plots.figures(runs)) == ["paper_figure1", "accuracy"]
+    lower = plots.figures(runs)["paper_figure1"].axes[2:]
+    assert all(not axes.get_lines() and axes.get_legend() is None for axes in lower)
+    assert [axes.texts[0].get_text() for axes in lower] == [
+        "no flip ratios logged\n(these runs wrote no TensorBoard events)"] * 2
+    assert [axes.get_title() for axes in lower] == [r"$\pi_t$ of the last binary layer"] * 2
+
+
+# --- the paper's Figure 1 -------------------------------------------------------------------
+
+# Figure 1 of Helwegen et al. (2019), section 5.1: gamma varied at threshold 1e-6 (left),
+# threshold varied at gamma 1e-3 (right); both sweeps train (1e-6, 1e-3), as the
+# sec51_gamma and sec51_threshold grids do.
+SEC51 = {"sec51_gamma": [(1e-6, 1e-2), (1e-6, 1e-3), (1e-6, 1e-4)],
+         "sec51_threshold": [(0.0, 1e-3), (1e-6, 1e-3), (1e-5, 1e-3)]}
+# each run's last binary layer flips this share of its weights at its 4 steps (2 epochs of 2)
+LAST_LAYER_FLIPS = {(1e-6, 1e-2): [0.004, 0.0, 0.002, 0.001], (1e-6, 1e-3): [4e-4, 0.0, 2e-4, 1e-4],
+                    (1e-6, 1e-4): [4e-5, 0.0, 0.0, 0.0], (0.0, 1e-3): [0.002, 0.001, 0.001, 0.0],
+                    (1e-5, 1e-3): [0.0, 0.0, 0.0, 0.0]}
+
+
+def write_step_flips(run_dir, steps_per_epoch, per_layer):
+    """Flip ratios as ``bnno train --log-every 1`` logs them: ``step_flip_ratio/<layer>``
+    at global steps from 1, and ``steps_per_epoch`` at step 0."""
+    from tensorboard.summary import Writer
+
+    writer = Writer(str(pathlib.Path(run_dir) / "train"))
+    writer.add_scalar("steps_per_epoch", steps_per_epoch, 0)
+    for layer, values in per_layer.items():
+        for step, value in enumerate(values, start=1):
+            writer.add_scalar(f"step_flip_ratio/{layer}", value, step)
+    writer.close()
+
+
+def write_sec51(root, sweeps=tuple(SEC51), per_step=True):
+    """The runs of the two section 5.1 sweeps: per-epoch flip ratios of two binary layers,
+    and with ``per_step`` those of every step (``--log-every 1``)."""
+    for sweep_name in sweeps:
+        for threshold, gamma in SEC51[sweep_name]:
+            run = write_run(root / sweep_name / f"threshold={threshold:g}_gamma={gamma:g}",
+                            hparams={"threshold": threshold, "gamma": gamma}, val=(0.5, 0.6))
+            last = LAST_LAYER_FLIPS[threshold, gamma]
+            flips(run, [0.1, 0.1], {"quant_conv2d": [0.5, 0.5],
+                                    "quant_dense_2": [(last[0] + last[1]) / 2, (last[2] + last[3]) / 2]})
+            if per_step:
+                write_step_flips(run, 2, {"quant_conv2d": [0.5] * 4, "quant_dense_2": last})
+
+
+def pi_t_by_hand(ratios):
+    return [math.log(ratio + math.exp(-9)) for ratio in ratios]  # the paper's equation (7)
+
+
+def one_line(text):
+    return " ".join(text.split())
+
+
+def test_figure1_is_drawn_as_the_papers_for_the_two_section_51_sweeps(tmp_path):
+    write_sec51(tmp_path)
+    runs, _ = runs_lib.collect([tmp_path])
+    made = plots.figures(runs)
+    assert list(made)[0] == "paper_figure1"
+    figure = made["paper_figure1"]
+    assert figure._suptitle.get_text() == ("The paper's Figure 1 (Helwegen et al., 2019, section 5.1): "
+                                           "binarynet on cifar10 (bop)")
+    upper_left, upper_right, lower_left, lower_right = figure.axes
+    assert upper_left.get_title() == r"$\gamma$ varied at $\tau=10^{-6}$"
+    assert upper_right.get_title() == r"$\tau$ varied at $\gamma=10^{-3}$"
+    for axes in (lower_left, lower_right):
+        assert axes.get_title() == r"$\pi_t$ of the last binary layer (quant_dense_2), per step"
+        assert axes.get_ylim() == (-9.25, -4.0)  # the paper's axis, from -9 to -4
+    assert [axes.get_xlabel() for axes in figure.axes] == ["Epoch"] * 4
+    assert [axes.get_ylabel() for axes in figure.axes] == ["Accuracy", "Accuracy", r"$\pi_t$", r"$\pi_t$"]
+    # legends as the paper's: gamma falling and tau rising, then the line styles
+    assert legend_texts(upper_left) == [r"$\gamma=10^{-2}$", r"$\gamma=10^{-3}$", r"$\gamma=10^{-4}$",
+                                        "train", "validation"]
+    assert legend_texts(upper_right) == [r"$\tau=0$", r"$\tau=10^{-6}$", r"$\tau=10^{-5}$", "train", "validation"]
+    assert legend_texts(lower_right) == [r"$\tau=0$", r"$\tau=10^{-6}$", r"$\tau=10^{-5}$"]
+
+    # Upper: training solid, validation dashed, one colour per value; each column has
+    # four runs (the shared point of the two sweeps is in both, drawn in one colour).
+    lines = upper_right.get_lines()
+    assert [line.get_linestyle() for line in lines] == ["-", "--"] * 4
+    assert list(lines[0].get_ydata()) == pytest.approx([0.55, 0.65])  # training of tau = 0
+    assert list(lines[1].get_ydata()) == [0.5, 0.6]  # its validation
+    colors = [line.get_color() for line in lines]
+    assert colors[0] == colors[1] and colors[2] == colors[4] and len(set(colors)) == 3
+
+    # Lower: pi_t = ln(ratio + e^-9) of the last layer at every step, x in epochs.
+    pi_lines = lower_right.get_lines()
+    assert len(pi_lines) == 4 and len(lower_left.get_lines()) == 4
+    assert list(pi_lines[0].get_xdata()) == [0.5, 1.0, 1.5, 2.0]
+    assert list(pi_lines[0].get_ydata()) == pytest.approx(pi_t_by_hand([0.002, 0.001, 0.001, 0.0]))
+    assert list(pi_lines[-1].get_ydata()) == [-9.0] * 4  # tau = 1e-5: no flip
+    assert list(lower_left.get_lines()[0].get_ydata()) == pytest.approx(pi_t_by_hand([0.004, 0.0, 0.002, 0.001]))
+    assert pi_lines[0].get_color() == colors[0]
+
+
+def test_figure1_falls_back_to_the_per_epoch_flip_ratio_and_says_so(tmp_path):
+    write_sec51(tmp_path, per_step=False)
+    runs, _ = runs_lib.collect([tmp_path])
+    figure = plots.figures(runs)["paper_figure1"]
+    lower_left, lower_right = figure.axes[2:]
+    assert lower_right.get_title() == (r"$\pi_t$ of the last binary layer (quant_dense_2), per epoch:" "\n"
+                                       "these runs logged no per-step flip ratios; pass --log-every")
+    first = lower_right.get_lines()[0]  # tau = 0: the mean of its steps' ratios per epoch
+    assert list(first.get_xdata()) == [1, 2]
+    assert list(first.get_ydata()) == pytest.approx(pi_t_by_hand([0.0015, 0.0005]))
+
+    # one run that logged per step is not enough for a per-step panel
+    write_step_flips(tmp_path / "sec51_gamma" / "threshold=1e-06_gamma=0.01", 2,
+                     {"quant_dense_2": LAST_LAYER_FLIPS[1e-6, 1e-2]})
+    runs, _ = runs_lib.collect([tmp_path])
+    lower_left = plots.figures(runs)["paper_figure1"].axes[2]
+    assert lower_left.get_title().endswith("per epoch:\nsome runs logged no per-step flip ratios; pass --log-every")
+    assert list(lower_left.get_lines()[0].get_xdata()) == [1, 2]
+
+
+def test_one_section_51_sweep_draws_its_half_and_says_which_is_missing(tmp_path):
+    write_sec51(tmp_path, sweeps=["sec51_threshold"])
+    runs, _ = runs_lib.collect([tmp_path])
+    figure = plots.figures(runs)["paper_figure1"]
+    upper, lower = figure.axes
+    assert upper.get_title() == r"$\tau$ varied at $\gamma=10^{-3}$"
+    assert lower.get_ylabel() == r"$\pi_t$" and len(lower.get_lines()) == 3
+    assert one_line(figure._suptitle.get_text()).endswith(
+        r"Only the $\tau$ half: these runs have no $\gamma$ sweep at $\tau=10^{-6}$ "
+        "(gamma varied at threshold=1e-06).")
+
+
+@pytest.mark.parametrize("shape", ["another fixed gamma", "epochs varied too", "latent weights"])
+def test_runs_of_another_shape_have_no_figure1(tmp_path, shape):
+    for number, threshold in enumerate((0.0, 1e-6, 1e-5)):
+        hparams = {"threshold": threshold, "gamma": 1e-4 if shape == "another fixed gamma" else 1e-3}
+        if shape == "epochs varied too":
+            hparams["epochs"] = 2 + number
+        if shape == "latent weights":
+            hparams["optimizer"] = "adam"
+        write_run(tmp_path / f"run{number}", hparams=hparams, val=(0.5, 0.6, 0.7, 0.8)[:hparams.get("epochs", 2)])
+    runs, _ = runs_lib.collect([tmp_path])
+    assert "paper_figure1" not in plots.figures(runs)
+
+
+def test_figure1s_numbers_are_the_papers():
+    from bnno.report import documents, figure1
+
+    assert figure1.pi_t(0.0) == -9.0  # equation (7): e^-9 keeps a step without flips at -9
+    assert figure1.pi_t(0.5) == math.log(0.5 + math.exp(-9))
+    assert [figure1.power_of_ten(v) for v in (1e-6, 1e-2, 0.0, 2.5e-3, 0.5)] == [
+        "10^{-6}", "10^{-2}", "0", r"2.5\times10^{-3}", "0.5"]
+    assert documents.title("paper_figure1_2") == documents.title("paper_figure1") + " (2)"
 
 
 # --- files --------------------------------------------------------------------------------
@@ -380,7 +536,8 @@ def test_html_report_is_one_self_contained_file(sweep, tmp_path):
     page = output.read_text()
     assert page.count("<tr>") == len(GRID) + 1 and "<th>threshold</th>" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 4  # accuracy, flip ratio, per layer, schedules
+    assert len(images) == 5  # the paper's Figure 1, accuracy, flip ratio, per layer, schedules
+    assert "<h2>The paper&#x27;s Figure 1: accuracy and π_t for Bop&#x27;s γ and τ (section 5.1)</h2>" in page
     assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the file
     assert list((tmp_path / "out").iterdir()) == [output]
@@ -395,7 +552,7 @@ def test_markdown_report_links_the_pngs_next_to_it(sweep, tmp_path):
     assert "![Top-1 accuracy per epoch](report_plots/accuracy.png)" in text
     assert (tmp_path / "report_plots" / "accuracy.png").read_bytes().startswith(b"\x89PNG")
     result = report(sweep, "--plots", tmp_path / "figures")
-    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["accuracy.png"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["accuracy.png", "paper_figure1.png"]
 
 
 def test_the_table_needs_neither_tensorflow_nor_matplotlib(sweep):

@@ -1,6 +1,7 @@
 """Sweeps: the grid, run names, the manifest, and the print and Slurm executors."""
 
 import os
+import shutil
 import pathlib
 import shlex
 import stat
@@ -84,6 +85,42 @@ def test_print_executor_prints_one_runnable_train_command_per_point(tmp_path):
     manifest = yaml.safe_load((tmp_path / "sweep" / "sweep.yaml").read_text())
     assert [r["state"] for r in manifest["runs"]] == ["pending"] * 4
     assert manifest["grid"] == {"threshold": [1e-8, 1e-6], "gamma": [1e-3, 1e-4]}
+
+
+@pytest.mark.parametrize("grid_set, key, values, fixed", [
+    ("sec51_gamma", "gamma", ["0.01", "0.001", "0.0001"], "threshold=1e-06"),
+    ("sec51_threshold", "threshold", ["0.0", "1e-06", "1e-05"], "gamma=0.001"),
+])
+def test_the_section_51_grids_are_the_papers_figure_1_and_log_every_step(tmp_path, grid_set, key, values, fixed):
+    """Figure 1 of Helwegen et al. (2019): gamma in {1e-2, 1e-3, 1e-4} at tau = 1e-6, tau
+    in {0, 1e-6, 1e-5} at gamma = 1e-3, with pi_t per step (so --log-every 1, unless given)."""
+    from click.testing import CliRunner
+
+    from bnno.cli import cli
+
+    def commands(*options):
+        result = CliRunner().invoke(cli, [
+            "sweep", "binarynet", "--dataset", "cifar10", "--grid-set", grid_set, "--executor", "print",
+            "--output-dir", str(tmp_path / grid_set / str(len(options))), *options])
+        assert result.exit_code == 0, result.output
+        return [shlex.split(line) for line in result.output.splitlines()]
+
+    lines = commands()
+    assert [line[line.index("--hparams") + 1] for line in lines] == [f"{fixed},{key}={value}" for value in values]
+    assert all(line[line.index("--hparams-set") + 1] == "bop" for line in lines)
+    assert all(line[line.index("--log-every") + 1] == "1" for line in lines)
+    assert all(line[line.index("--log-every") + 1] == "5" for line in commands("--log-every", "5"))
+
+
+def test_a_grids_log_every_must_be_a_whole_number_of_steps(tmp_path):
+    from bnno import hparams
+
+    file = tmp_path / "sets.yaml"
+    file.write_text("mine:\n  extends: binarynet:bop\ngrids:\n  g:\n    grid: {gamma: [1.0e-3]}\n    log_every: 0\n")
+    with pytest.raises(UsageError, match="may have hparams_set:, hparams: {key: value} and log_every: N"):
+        hparams.grid_set("binarynet", "g", str(file))
+    file.write_text(file.read_text().replace("log_every: 0", "log_every: 3"))
+    assert hparams.grid_set("binarynet", "g", str(file))["log_every"] == 3
 
 
 def test_a_changed_grid_is_refused_with_what_differs(tmp_path):
@@ -239,3 +276,42 @@ def test_a_local_sweep_runs_every_point_skips_them_again_and_resumes_after_a_kil
     changed = CliRunner().invoke(cli, [*sweep_command(whole)[:-2], "--seeds", "2", "--output-dir", str(whole)])
     assert changed.exit_code == 2
     assert "holds a sweep with another definition (seeds: 1 -> 2)" in changed.output
+
+
+def test_a_stage2_grid_starts_every_run_from_one_stage1_run(tmp_path, monkeypatch):
+    """``bnno sweep --init-from``: every run (local, printed, Slurm) starts from the same
+    weights, named by their absolute path; a changed source is another sweep."""
+    from click.testing import CliRunner
+
+    from bnno.cli import cli
+
+    stage1 = tmp_path / "stage1"  # a finished run, as --init-from finds one (nothing is read yet)
+    stage1.mkdir()
+    (stage1 / "hparams.yaml").write_text(yaml.safe_dump({"model": "resnet18_tricks", "hparams": {"epochs": 1}}))
+    (stage1 / "model.keras").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+
+    def sweep(source, output="sweep"):
+        return CliRunner().invoke(cli, [
+            "sweep", "resnet18_tricks", "--dataset", "cifar10", "--hparams-set", "stage2_bop",
+            "--grid", "threshold=1e-8,1e-7", "--init-from", source, "--executor", "print",
+            "--output-dir", str(tmp_path / output)])
+
+    result = sweep("stage1")
+    assert result.exit_code == 0, result.output
+    commands = [shlex.split(line) for line in result.output.splitlines()]
+    assert len(commands) == 2
+    assert all(command[command.index("--init-from") + 1] == str(stage1) for command in commands)
+    assert yaml.safe_load((tmp_path / "sweep" / "sweep.yaml").read_text())["init_from"] == str(stage1)
+
+    plan = make_sweep(tmp_path, init_from=str(stage1))
+    assert {sweep_lib.make_run(plan, point).init_from for point in plan.points()} == {str(stage1)}
+
+    other = tmp_path / "other"
+    shutil.copytree(stage1, other)
+    changed = sweep("other")
+    assert changed.exit_code == 2 and f"init_from: '{stage1}' -> '{other}'" in changed.output
+    missing = sweep("nowhere", output="sweep2")
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    assert "Error: --init-from nowhere does not exist" in missing.output
+    assert not (tmp_path / "sweep2").exists()

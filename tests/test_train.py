@@ -254,6 +254,13 @@ def test_log_every_writes_step_curves_and_the_run_carries_its_hparams_for_tensor
         assert steps == [2, 4, 6, 8, 10, 12], tag
     flip_ratios = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("step_flip_ratio")]
     assert all(0 <= r <= 1 for r in flip_ratios) and max(flip_ratios) > 0
+    # each binary layer's too, under the names of its per-epoch flip_ratio/<layer>
+    tags = events.Tags()["tensors"]
+    layers = [tag[len("epoch_"):] for tag in tags if tag.startswith("epoch_flip_ratio/")]
+    assert len(layers) == 9 and sorted(tag for tag in tags if tag.startswith("step_flip_ratio/")) == sorted(
+        f"step_{layer}" for layer in layers)
+    assert [e.step for e in events.Tensors(f"step_{layers[-1]}")] == [2, 4, 6, 8, 10, 12]
+    assert [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("steps_per_epoch")] == [6]
 
     # TensorBoard's HParams plugin: the session's hyperparameters at the run's root.
     root = EventAccumulator(str(out)).Reload()
@@ -263,6 +270,45 @@ def test_log_every_writes_step_curves_and_the_run_carries_its_hparams_for_tensor
     assert hparams["threshold"].number_value == 1e-6 and hparams["gamma"].number_value == 1e-3
     assert hparams["hparams_set"].string_value == "bop" and hparams["filters"].number_value == 8
     assert session.session_start_info.group_name == "run"
+
+
+def test_step_summaries_write_each_layers_flip_ratio_over_the_last_n_steps(tmp_path):
+    """Exact values: two binary layers of 20 and 15 weights, a point every 2 steps, and
+    the counts restarting each epoch (as the trainer resets them)."""
+    import types
+
+    import tensorflow as tf
+
+    from bnno import training
+    from bnno.nn import metrics
+    from bnno.report import events
+    from tests.nn.test_metrics import flip, model_with_two_binary_kernels
+
+    model = model_with_two_binary_kernels()
+    a, b = model.get_layer("a").kernel, model.get_layer("b").kernel
+    trainer = types.SimpleNamespace(tf=tf, run=types.SimpleNamespace(output_dir=tmp_path),
+                                    flip_ratios=metrics.FlipRatios(model), steps_per_epoch=4)
+    callback = training._step_summaries(trainer, every=2)
+    # flips of (a, b) at each step of two epochs of four steps
+    epochs = [[(4, 0), (2, 3), (0, 0), (0, 6)], [(10, 0), (0, 0), (1, 1), (0, 0)]]
+    callback.on_train_begin()
+    for epoch, steps in enumerate(epochs):
+        callback.on_epoch_begin(epoch)
+        trainer.flip_ratios.reset_state()
+        for batch, (flips_a, flips_b) in enumerate(steps):
+            flip(a, flips_a)
+            flip(b, flips_b)
+            trainer.flip_ratios.update_state()
+            callback.on_train_batch_end(batch, {"loss": 1.0, "accuracy": 0.5})
+    callback.on_train_end()
+
+    scalars, _ = events.read(tmp_path / "train")
+    assert scalars["steps_per_epoch"] == {0: 4}
+    # per step, over the last 2 steps: a has 20 weights, b 15, all 35 together
+    assert scalars["step_flip_ratio/a"] == pytest.approx({2: 6 / 40, 4: 0 / 40, 6: 10 / 40, 8: 1 / 40})
+    assert scalars["step_flip_ratio/b"] == pytest.approx({2: 3 / 30, 4: 6 / 30, 6: 0 / 30, 8: 1 / 30})
+    assert scalars["step_flip_ratio"] == pytest.approx({2: 9 / 70, 4: 6 / 70, 6: 10 / 70, 8: 2 / 70})
+    assert list(scalars["step_loss"]) == [2, 4, 6, 8]
 
 
 def test_a_log_file_gets_plain_lines_without_escapes_or_carriage_returns(stripes, tmp_path):

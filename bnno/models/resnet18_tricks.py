@@ -25,6 +25,8 @@ References:
       shortcut around every binary convolution).
     - Helwegen et al., "Latent Weights Do Not Exist", NeurIPS 2019,
       https://arxiv.org/abs/1906.02107 (Bop, for ``stage2_bop``).
+    - Rastegari et al., "XNOR-Net", ECCV 2016, https://arxiv.org/abs/1603.05279
+      (alpha = mean |W| per output channel, for stage 2).
 """
 
 import keras
@@ -83,9 +85,22 @@ def resnet18_tricks(hparams: dict, input_shape: tuple, num_classes: int) -> kera
     "imagenet"), ``input_quantizer`` ("ste_sign": the document's ``BinActive``, sign
     with the gradient passed where |x| < 1, but for single points: ``ste_sign`` also
     passes it at |x| = 1, and gives sign(0) = +1 where PyTorch gives 0),
-    ``kernel_quantizer`` (none: real kernels, stage 1; "ste_sign" for latent weights or
-    "noop" for Bop's binary kernels, stage 2) and ``kernel_constraint`` (none;
-    "weight_clip" for latent weights).
+    ``kernel_quantizer`` (none: real kernels, stage 1; "magnitude_aware_sign" for latent
+    weights or "noop" for Bop's binary kernels, stage 2), ``kernel_constraint`` (none;
+    "weight_clip" for latent weights) and ``channel_scale`` (false; true in
+    ``stage2_bop``: a real-valued factor per output channel of each binary convolution,
+    ``QuantConv2D(channel_scale=True)``).
+
+    **Why stage 2 needs the kernels' magnitude.** The block has no batch norm after its
+    binary convolution, so the convolution's output scale reaches the sum with the
+    shortcut unchanged: stage 1's real kernels (|W| about 0.03-0.05) replaced by +-1
+    would multiply every convolution's output some 20-30 times and stage 2 would start
+    near chance. Stage 2 therefore computes alpha * conv(x, sign(W)) with alpha = mean
+    |W| per output channel, the least-squares binary approximation of W (XNOR-Net,
+    section 3.1; Bi-Real Net's magnitude-aware sign, section 3.3), so it starts where
+    stage 1 ended: ``stage2`` through ``magnitude_aware_sign`` on its latent weights,
+    ``stage2_bop`` through ``channel_scale`` beside Bop's +-1 kernels, which
+    ``--init-from`` sets to mean |W| of stage 1's kernels (``bnno.init_from``).
     """
     filters = int(hparams.get("filters", 64))
     stem = stem_for(input_shape, str(hparams.get("stem", "auto")))
@@ -95,6 +110,7 @@ def resnet18_tricks(hparams: dict, input_shape: tuple, num_classes: int) -> kera
         kernel_constraint=option(hparams, "kernel_constraint", None),
         kernel_initializer="glorot_normal",
         use_bias=False,
+        channel_scale=bool(hparams.get("channel_scale", False)),
     )
 
     def batch_norm(x):

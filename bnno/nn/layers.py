@@ -102,6 +102,17 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
         kernel_quantizer: quantizer (object or name) for the kernel, or None.
         pad_values: the value "same" padding pads with. Binarized inputs are +-1, so
             padding with 0 adds a third value; ``pad_values=1.0`` keeps them binary.
+        channel_scale: multiply each output channel by a real-valued factor alpha (a
+            weight named ``channel_scale``, started at 1), XNOR-Net's scaling factor of
+            the binary kernel: the layer computes alpha * conv(x, sign(W)). Bop keeps
+            ``W`` at exactly +-1, so the kernel's magnitude lives here; alpha is an
+            ordinary real-valued variable (no ``precision``), trained by the
+            optimizer of the real-valued variables. The kernel's gradient is scaled by
+            alpha.
+
+    References:
+        - Rastegari et al., "XNOR-Net", ECCV 2016, https://arxiv.org/abs/1603.05279
+          (section 3.1: W ~ alpha * B with alpha = mean |W| per output channel).
 
     When the input quantizer outputs only +-1 (``ste_sign``, ``approx_sign``,
     ``swish_sign``) and the kernel is +-1, the convolution is computed exactly in
@@ -118,6 +129,7 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
         kernel_quantizer=None,
         kernel_constraint=None,
         pad_values=0.0,
+        channel_scale=False,
         **kwargs,
     ):
         super().__init__(
@@ -129,6 +141,14 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
         )
         self._init_quantizers(input_quantizer, kernel_quantizer)
         self.pad_values = float(pad_values)
+        self.channel_scale = bool(channel_scale)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.channel_scale:
+            # Created after the kernel (and bias), so that it is the layer's last weight:
+            # bnno.init_from relies on that order.
+            self.scale = self.add_weight(name="channel_scale", shape=(self.filters,), initializer="ones")
 
     def call(self, inputs):
         inputs, kernel = self._quantized_inputs_and_kernel(inputs)
@@ -138,6 +158,11 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
             outputs = self._binary_convolution(inputs, kernel, self.padding)
             if outputs is None:
                 outputs = self.convolution_op(inputs, kernel)
+        if self.channel_scale:
+            scale_shape = (1,) * (self.rank + 1) + (self.filters,)
+            if self.data_format != "channels_last":
+                scale_shape = (1, self.filters) + (1,) * self.rank
+            outputs = ops.multiply(outputs, ops.cast(ops.reshape(self.scale, scale_shape), outputs.dtype))
         if self.use_bias:
             bias_shape = (1,) * (self.rank + 1) + (self.filters,)
             if self.data_format != "channels_last":
@@ -188,7 +213,10 @@ class QuantConv2D(_QuantizedLayerMixin, keras.layers.Conv2D):
         )
 
     def get_config(self):
-        return {**super().get_config(), **self._quantizer_config(), "pad_values": self.pad_values}
+        return {
+            **super().get_config(), **self._quantizer_config(), "pad_values": self.pad_values,
+            "channel_scale": self.channel_scale,
+        }
 
 
 @keras.saving.register_keras_serializable(package="bnno")

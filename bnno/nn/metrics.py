@@ -2,7 +2,8 @@
 
 Bop flips a weight when its averaged gradient is strong enough; how many weights flip
 per step is the most direct view of what Bop is doing, and it is what the paper's
-section 5.1 hyperparameter analysis watches (Helwegen et al., 2019, figure 3).
+section 5.1 hyperparameter analysis watches (Helwegen et al., 2019, Figure 1 and
+equation 7: pi_t = log(flipped weights at step t / all weights + e^-9)).
 """
 
 from typing import Dict, List, Tuple
@@ -98,10 +99,15 @@ class FlipRatios:
         for metric in self.metrics:
             metric.reset_reference()
 
+    def layer_counts(self) -> Dict[str, Tuple[float, float]]:
+        """``{"flip_ratio/<layer>": (flips, weights seen)}`` of each binary kernel since
+        the last ``reset_state``, in the model's order."""
+        return {m.name: (float(m.flips.numpy()), float(m.weights_seen.numpy())) for m in self.metrics}
+
     def counts(self) -> Tuple[float, float]:
         """(flips, weights seen) of all binary kernels since the last ``reset_state``."""
-        flips = sum(float(m.flips.numpy()) for m in self.metrics)
-        return flips, sum(float(m.weights_seen.numpy()) for m in self.metrics)
+        per_layer = self.layer_counts().values()
+        return sum(flips for flips, _ in per_layer), sum(seen for _, seen in per_layer)
 
     def results(self) -> Dict[str, float]:
         if not self.metrics:

@@ -8,7 +8,8 @@ only when plots are asked for). Its parts:
   values that vary between the runs of a sweep;
 - ``events``: TensorBoard scalars read without TensorFlow;
 - ``table``: the table (terminal and Markdown) and the JSON entries;
-- ``plots``: the figures, as the paper's section 5.1 lays them out;
+- ``plots``: the figures, one panel per swept hyperparameter;
+- ``figure1``: the paper's Figure 1 (section 5.1), where the runs hold its two sweeps;
 - ``documents``: the HTML and Markdown files.
 
 The paper's figures that runs are compared with live in :mod:`bnno.papers`.

@@ -11,11 +11,21 @@ from typing import Dict, List
 from bnno import __version__
 
 TITLES = {
+    "paper_figure1": "The paper's Figure 1: accuracy and π_t for Bop's γ and τ (section 5.1)",
     "accuracy": "Top-1 accuracy per epoch",
     "flip_ratio": "Flip ratio per epoch",
     "flip_ratio_layers": "Flip ratio per epoch, per binary layer",
     "schedules": "Schedules: Bop's γ and the learning rate",
 }
+
+
+def title(name: str) -> str:
+    """A figure's heading; ``paper_figure1_2`` is the second group of runs with Figure 1."""
+    base, _, number = name.rpartition("_")
+    if name not in TITLES and number.isdigit() and base in TITLES:
+        return f"{TITLES[base]} ({number})"
+    return TITLES.get(name, name)
+
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -59,8 +69,8 @@ def html_document(headers: List[str], alignments: List[str], rows: List[List[str
         parts.append('<ul class="notes">' + "".join(f"<li>{escape(note)}</li>" for note in notes) + "</ul>")
     for name, png in pngs.items():
         encoded = base64.b64encode(png).decode("ascii")
-        title = escape(TITLES.get(name, name))
-        parts.append(f'<h2>{title}</h2>\n<img alt="{title}" src="data:image/png;base64,{encoded}">')
+        heading = escape(title(name))
+        parts.append(f'<h2>{heading}</h2>\n<img alt="{heading}" src="data:image/png;base64,{encoded}">')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -75,5 +85,5 @@ def markdown_document(table: str, notes: List[str], images: Dict[str, pathlib.Pa
     parts += [f"- {note}" for note in notes] + ([""] if notes else [])
     for name, path in images.items():
         link = pathlib.Path(os.path.relpath(path, document.parent)).as_posix()
-        parts += [f"## {TITLES.get(name, name)}", "", f"![{TITLES.get(name, name)}]({link})", ""]
+        parts += [f"## {title(name)}", "", f"![{title(name)}]({link})", ""]
     return "\n".join(parts).rstrip("\n") + "\n"

@@ -146,20 +146,21 @@ def _legend(axes, handles=None) -> None:
 
 
 def accuracy_figure(runs: List[RunReport]):
-    """Validation (solid) and training (dashed) top-1 accuracy per epoch, one colour
-    per run, one panel per swept key."""
+    """Training (solid) and validation (dashed) top-1 accuracy per epoch, as the
+    paper's Figure 1 draws them ("train: —, validation: – –"), one colour per run, one
+    panel per swept key."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import PercentFormatter
 
     chosen = panels(runs)
-    figure, all_axes = _figure(len(chosen), "Top-1 accuracy per epoch: validation (solid), training (dashed)")
+    figure, all_axes = _figure(len(chosen), "Top-1 accuracy per epoch: training (solid), validation (dashed)")
     for axes, panel in zip(all_axes, chosen):
         handles = []
         for run, label, color in zip(panel.runs, panel.labels, _colors(len(panel.runs))):
-            handles += _plot(axes, run.column("val_accuracy"), color=color, label=label)
-            _plot(axes, run.column("accuracy"), color=color, linestyle="--", alpha=0.6)
-        handles += [Line2D([], [], color="gray", label="validation"),
-                    Line2D([], [], color="gray", linestyle="--", label="training")]
+            handles += _plot(axes, run.column("accuracy"), color=color, label=label)
+            _plot(axes, run.column("val_accuracy"), color=color, linestyle="--")
+        handles += [Line2D([], [], color="gray", label="training"),
+                    Line2D([], [], color="gray", linestyle="--", label="validation")]
         _style(axes, "epoch", "top-1 accuracy", panel.title)
         axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
         _legend(axes, handles)
@@ -273,8 +274,11 @@ FIGURES = (
 
 
 def figures(runs: List[RunReport]) -> Dict[str, Any]:
-    """``{name: Figure}`` of every figure the runs have data for, in report order."""
-    made = {name: make(runs) for name, make in FIGURES}
+    """``{name: Figure}`` of every figure the runs have data for, in report order: the
+    paper's Figure 1 first where the runs hold its sweeps (:mod:`bnno.report.figure1`)."""
+    from bnno.report import figure1
+
+    made = {**figure1.figures(runs), **{name: make(runs) for name, make in FIGURES}}
     return {name: figure for name, figure in made.items() if figure is not None}
 
 

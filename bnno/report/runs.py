@@ -18,6 +18,8 @@ from bnno.report import events
 
 TRAIN_EVENTS = "train"
 EPOCH_TAG_PREFIX = "epoch_"  # Keras' TensorBoard callback names epoch-level scalars epoch_<name>
+STEP_FLIP_PREFIX = "step_flip_ratio"  # --log-every: step_flip_ratio and step_flip_ratio/<layer>
+STEPS_PER_EPOCH_TAG = "steps_per_epoch"  # logged with them, at step 0
 
 
 class Unreportable(Exception):
@@ -36,6 +38,9 @@ class RunReport:
     wall_seconds: Optional[float]
     notes: List[str] = dataclasses.field(default_factory=list)
     varied: Dict[str, Any] = dataclasses.field(default_factory=dict)  # set by ``mark_varied``
+    # --log-every's flip ratios: {tag: {global step, from 1: value}}, and the steps per epoch
+    step_scalars: Dict[str, Dict[int, float]] = dataclasses.field(default_factory=dict)
+    steps_per_epoch: Optional[int] = None
 
     @property
     def model(self) -> str:
@@ -83,6 +88,16 @@ class RunReport:
     def layer_flip_tags(self) -> List[str]:
         """``flip_ratio/<layer>`` tags in the order they were logged: the model's."""
         return [tag for tag in self.scalars if tag.startswith("flip_ratio/")]
+
+    def step_scalar(self, tag: str) -> List[Tuple[int, float]]:
+        """``[(global step, value)]`` of a flip ratio logged every N steps (``bnno train
+        --log-every N``): ``step_flip_ratio`` or ``step_flip_ratio/<layer>``."""
+        return sorted(self.step_scalars.get(tag, {}).items())
+
+    def layer_step_flip_tags(self) -> List[str]:
+        """``step_flip_ratio/<layer>`` tags in the model's order; empty for runs
+        trained without ``--log-every`` (or before bnno logged layers per step)."""
+        return [tag for tag in self.step_scalars if tag.startswith(f"{STEP_FLIP_PREFIX}/")]
 
     def best(self, key: str) -> Optional[float]:
         values = [value for _, value in self.column(key)]
@@ -192,15 +207,20 @@ def _read_history(path: pathlib.Path) -> Tuple[List[Dict[str, float]], Optional[
     return rows, None
 
 
-def _epoch_scalars(directory: pathlib.Path) -> Tuple[Dict[str, Dict[int, float]], float]:
+def _scalars(directory: pathlib.Path):
     """Epoch-level scalars by tag without its ``epoch_`` prefix, keyed by epoch (from
-    1; Keras logs epoch N at step N - 1), and the events' wall seconds."""
+    1; Keras logs epoch N at step N - 1); the flip ratios logged every N steps, keyed
+    by global step, and the steps per epoch logged with them (``None`` without); and
+    the events' wall seconds."""
     scalars, seconds = events.read(directory)
     by_epoch = {
         tag[len(EPOCH_TAG_PREFIX):]: {step + 1: value for step, value in values.items()}
         for tag, values in scalars.items() if tag.startswith(EPOCH_TAG_PREFIX)
     }
-    return by_epoch, seconds
+    by_step = {tag: values for tag, values in scalars.items() if tag.startswith(STEP_FLIP_PREFIX)}
+    logged = list(scalars.get(STEPS_PER_EPOCH_TAG, {}).values())
+    steps_per_epoch = int(logged[-1]) if logged and logged[-1] >= 1 else None
+    return by_epoch, by_step, steps_per_epoch, seconds
 
 
 def load(directory: pathlib.Path, name: str) -> RunReport:
@@ -220,7 +240,7 @@ def load(directory: pathlib.Path, name: str) -> RunReport:
     if not history:
         reason = damage or f"its {run_dir.HISTORY_FILE} has no rows"
         raise Unreportable(f"{directory} has no finished epoch to report ({reason}); skipped.")
-    scalars, event_seconds = _epoch_scalars(directory / TRAIN_EVENTS)
+    scalars, step_scalars, steps_per_epoch, event_seconds = _scalars(directory / TRAIN_EVENTS)
     recorded_seconds = history[-1].get("wall_seconds")
     if recorded_seconds is not None:
         wall_seconds: Optional[float] = recorded_seconds
@@ -229,7 +249,8 @@ def load(directory: pathlib.Path, name: str) -> RunReport:
     notes = [damage] if damage else []
     if record.get("init_from"):  # a two-stage run (bnno train --init-from)
         notes.append(f"started from {record['init_from']}")
-    return RunReport(directory, name, record, history, scalars, wall_seconds, notes=notes)
+    return RunReport(directory, name, record, history, scalars, wall_seconds, notes=notes,
+                     step_scalars=step_scalars, steps_per_epoch=steps_per_epoch)
 
 
 def collect(paths: Iterable[pathlib.Path]) -> Tuple[List[RunReport], List[Dict[str, str]]]:

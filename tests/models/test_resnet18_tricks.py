@@ -24,14 +24,16 @@ def prelu(c):
     return c  # one slope per channel
 
 
-def expected_params(stem_kernel, num_classes, f=64):
-    """ResNet-18 with double skip connections, written out layer by layer."""
+def expected_params(stem_kernel, num_classes, f=64, channel_scale=False):
+    """ResNet-18 with double skip connections, written out layer by layer; with
+    ``channel_scale``, one real factor per output channel of each binary conv."""
     total = conv(stem_kernel, 3, f) + bn(f) + prelu(f)  # stem
     channels = f
     for stage in range(4):
         out = f * 2 ** stage
         for block in range(4):  # two ResNet-18 basic blocks, each two modified blocks
             total += bn(channels) + conv(3, channels, out) + prelu(out)  # BN, binary conv, PReLU
+            total += out if channel_scale else 0
             if channels != out:
                 total += conv(1, channels, out) + bn(out)  # full-precision downsampling shortcut
             channels = out
@@ -48,14 +50,19 @@ def build(set_name, input_shape, num_classes, overrides=None):
     return models.build("resnet18_tricks", resolved, input_shape, num_classes)
 
 
-@pytest.mark.parametrize("input_shape, num_classes, stem_kernel, total", [
-    ((224, 224, 3), 1000, 7, 11_701_224),  # ImageNet: 7x7 stride-2 stem and max pooling
-    ((32, 32, 3), 10, 3, 11_185_674),  # CIFAR-10: 3x3 stem, no max pooling
+@pytest.mark.parametrize("set_name, input_shape, num_classes, stem_kernel, total", [
+    ("stage2", (224, 224, 3), 1000, 7, 11_701_224),  # ImageNet: 7x7 stride-2 stem and max pooling
+    ("stage2", (32, 32, 3), 10, 3, 11_185_674),  # CIFAR-10: 3x3 stem, no max pooling
+    # stage2_bop: + one scale per output channel of the 16 binary convolutions,
+    # 4 * (64 + 128 + 256 + 512) = 3,840
+    ("stage2_bop", (224, 224, 3), 1000, 7, 11_705_064),
+    ("stage2_bop", (32, 32, 3), 10, 3, 11_189_514),
 ])
-def test_parameter_count_layer_by_layer(input_shape, num_classes, stem_kernel, total):
-    assert expected_params(stem_kernel, num_classes) == total
+def test_parameter_count_layer_by_layer(set_name, input_shape, num_classes, stem_kernel, total):
+    channel_scale = set_name == "stage2_bop"
+    assert expected_params(stem_kernel, num_classes, channel_scale=channel_scale) == total
     assert binary_kernel_params() == 10_985_472  # the 16 binary 3x3 convolutions
-    model = build("stage2_bop", input_shape, num_classes)
+    model = build(set_name, input_shape, num_classes)
     assert model.count_params() == total
     assert sum(int(np.prod(v.shape)) for v in model.weights if is_binary_variable(v)) == 10_985_472
     assert sum(isinstance(layer, keras.layers.MaxPool2D) for layer in model.layers) == (stem_kernel == 7)
@@ -124,8 +131,9 @@ def test_sets_carry_document_003s_recipes():
     assert stage2["learning_rate_boundaries"] == [150, 250, 320]
     assert stage2["learning_rate_factors"] == [1.0, 0.2, 0.04, 0.008]
     assert (stage2["kernel_quantizer"], stage2["kernel_constraint"], stage2["expects_init_from"]) == (
-        "ste_sign", "weight_clip", True)
+        "magnitude_aware_sign", "weight_clip", True)
     bop = hparams.resolve("resnet18_tricks", "stage2_bop")
-    assert (bop["optimizer"], bop["kernel_quantizer"], bop["threshold"]) == ("bop", "noop", 1e-8)
+    assert (bop["optimizer"], bop["kernel_quantizer"], bop["channel_scale"]) == ("bop", "noop", True)
+    assert bop["threshold"] == 1e-7
     assert (bop["gamma"], bop["gamma_decay"], bop["gamma_end"]) == (1e-4, "linear", 1e-6)
     assert bop["learning_rate_boundaries"] == stage2["learning_rate_boundaries"]

@@ -3,13 +3,14 @@
 Keras picks its backend once, at import, so the files in ``NEUTRAL_FILES`` run in
 subprocesses with ``KERAS_BACKEND=jax``, with their own exact expectations (NumPy's, or
 worked by hand): quantizers, layers (convolutions against NumPy's), Bop, Bop2ndOrder,
-CaseOptimizer, coupled weight decay, metrics and model summaries. What only TensorFlow
-has is skipped there with its reason: float64 without ``jax_enable_x64``
-(test_quantizers.py), TensorFlow checkpoints and tf.distribute (test_optimizers.py,
-test_bop2nd.py), TensorFlow's fused batch-normalization kernel and its bfloat16 path,
-and Keras's synchronized batch statistics (test_layers.py; on JAX bnno's
-BatchNormalization is Keras's own, which test_layers.py checks). The subprocess also
-checks that importing ``bnno.nn`` on JAX does not import TensorFlow.
+CaseOptimizer, coupled weight decay, Xavier learning-rate scaling, metrics and model
+summaries. What only TensorFlow has is skipped there with its reason: float64 without
+``jax_enable_x64`` (test_quantizers.py), TensorFlow checkpoints and tf.distribute
+(test_optimizers.py, test_bop2nd.py, test_learning_rate_scaling.py, which also skips
+Keras's LossScaleOptimizer applied eagerly), TensorFlow's fused batch-normalization
+kernel and its bfloat16 path, and Keras's synchronized batch statistics (test_layers.py;
+on JAX bnno's BatchNormalization is Keras's own, which test_layers.py checks). The
+subprocess also checks that importing ``bnno.nn`` on JAX does not import TensorFlow.
 
 Not run here: test_binary_conv.py (the exact bfloat16 convolution of +-1 values is a
 TensorFlow-only speed-up, written with TensorFlow ops, that layers bypass on JAX),
@@ -30,7 +31,7 @@ import pytest
 # test_building_block_and_optimizer_tests_pass_on_jax, take about as long on JAX.
 NEUTRAL_FILES = [
     "test_summary.py", "test_bop2nd.py", "test_quantizers.py", "test_optimizers.py",
-    "test_layers.py", "test_metrics.py", "test_weight_decay.py",
+    "test_layers.py", "test_metrics.py", "test_weight_decay.py", "test_learning_rate_scaling.py",
 ]
 
 
