@@ -180,3 +180,25 @@ def test_tensorfloat32_is_off_unless_asked_for_and_is_part_of_a_runs_identity(tf
     other = training.Run(**{**vars(run), "tf32": not tf32})
     with pytest.raises(Exception, match=f"tf32: {tf32} -> {not tf32}"):
         run_dir.check_resumable(other)
+
+
+def test_a_record_made_before_a_key_existed_resumes_with_that_keys_old_value(tmp_path):
+    """Runs of stage2_bop recorded before ``channel_scale`` existed resume with
+    ``--hparams channel_scale=false,threshold=1e-8`` (what they ran), and are refused in
+    one sentence with the set's new values."""
+    from bnno import hparams, run_dir
+    from bnno.errors import UsageError
+
+    old = hparams.resolve("resnet18_tricks", "stage2_bop", "channel_scale=false,threshold=1e-8")
+    run = run_dir.Run(model="resnet18_tricks", dataset="cifar10", hparams_set="stage2_bop", hparams=old,
+                      output_dir=tmp_path)
+    run_dir.write_record(run)
+    recorded = record(tmp_path)
+    del recorded["hparams"]["channel_scale"]  # as written before the key existed
+    (tmp_path / "hparams.yaml").write_text(yaml.safe_dump(recorded))
+
+    assert run_dir.check_resumable(run) is None
+    new = run_dir.Run(**{**vars(run), "hparams": hparams.resolve("resnet18_tricks", "stage2_bop")})
+    with pytest.raises(UsageError, match=r"other settings \(channel_scale: False -> True; "
+                                         r"threshold: 1e-08 -> 1e-07\); resume it with its own settings"):
+        run_dir.check_resumable(new)
