@@ -31,7 +31,7 @@ import statistics
 import subprocess
 import sys
 
-from bnno.nn.binary_conv import _cpu_has_amx_bf16  # the test --binary-conv auto makes
+from bnno.nn.binary_conv import cpu_has_amx_bf16  # the test --binary-conv auto makes
 
 HERE = pathlib.Path(__file__).resolve().parent
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
@@ -87,7 +87,7 @@ def main():
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if args.isa == "avx2":
         environment.update(AVX2)
-    amx = _cpu_has_amx_bf16() and args.isa == "native"
+    amx = cpu_has_amx_bf16() and args.isa == "native"
     contenders = commands(args, amx)
     if args.only:
         wanted = args.only.split(",")

@@ -60,7 +60,7 @@ def parts(rng):
         out = []
         for x, up in zip(xs, ups):
             out += [fused.compiled(quantizers.binary_sign)(x),
-                    fused.compiled(quantizers._pass_inside_clip)(x, up, 1.0)]
+                    fused.compiled(quantizers.pass_inside_clip)(x, up, 1.0)]
         return out
 
     def bop_separate(ws, strengths):

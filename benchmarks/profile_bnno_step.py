@@ -20,7 +20,7 @@ import time
 
 
 def _trainer(model, hparams_set, batch_size, steps, binary_conv):
-    from bnno import benchmark, hparams as hparams_lib, training
+    from bnno import benchmark, config as hparams_lib, training
 
     hparams = hparams_lib.load(model, hparams_set)
     shape, classes = benchmark.BACKEND_NEUTRAL_SHAPES["cifar10"]
@@ -30,7 +30,7 @@ def _trainer(model, hparams_set, batch_size, steps, binary_conv):
         hparams={**hparams, "batch_size": batch_size}, output_dir=pathlib.Path(scratch),
         binary_conv=binary_conv, verbose=0,
     )
-    data = benchmark._OneBatch(shape, classes, batch_size, steps, seed=0)
+    data = benchmark.OneBatch(shape, classes, batch_size, steps, seed=0)
     return training.Trainer(run, echo=lambda *a, **k: None, data=data)
 
 

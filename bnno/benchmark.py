@@ -10,7 +10,7 @@ or JPEG files for ImageNet) through the set's preprocess function, the same
 Both count only steps after a warm-up (the first steps trace and compile).
 
 On Keras's other backends (``KERAS_BACKEND=jax``) there is no ``Trainer`` (it runs on
-``tf.distribute``) and no TensorFlow: the same model and optimizer (``bnno.recipe``)
+``tf.distribute``) and no TensorFlow: the same model and optimizer (``bnno.config``)
 train through Keras's own jitted step (``model.train_on_batch`` after
 ``compile(jit_compile=True)``) on one batch held on the device, with the input shapes
 of the data sets' default preprocessing (``BACKEND_NEUTRAL_SHAPES``).
@@ -43,8 +43,11 @@ def on_tensorflow() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
-class _OneBatch:
-    """A data object for ``Trainer`` that serves one random batch over and over."""
+class OneBatch:
+    """A data object for ``bnno.training.Trainer`` (its ``data=``) that serves one
+    random batch over and over: ``steps`` training steps per epoch and one validation
+    batch, with no input pipeline to wait for. ``input_shape`` and ``num_classes`` are
+    the shapes a model is built for; ``seed`` draws the batch."""
 
     def __init__(self, input_shape, num_classes: int, batch_size: int, steps: int, seed: int):
         import tensorflow as tf
@@ -79,7 +82,7 @@ def training_throughput(model: str, hparams: Dict[str, Any], input_shape, num_cl
             mixed_precision=mixed_precision, jit_compile=jit_compile,
             binary_conv=binary_conv, verbose=0,
         )
-        data = _OneBatch(input_shape, num_classes, batch_size, warmup + steps, seed=0)
+        data = OneBatch(input_shape, num_classes, batch_size, warmup + steps, seed=0)
         with training.restoring_precision_policy():
             trainer = training.Trainer(run, echo=echo, data=data)
             step_seconds = _time_steps(trainer, warmup)
@@ -95,11 +98,12 @@ def keras_training_throughput(model: str, hparams: Dict[str, Any], input_shape, 
                               batch_size: int, steps: int, warmup: int = 3,
                               mixed_precision: bool = False, seed: int = 0) -> Dict[str, Any]:
     """Images per second of ``model``'s training step on a backend other than
-    TensorFlow: Keras's jitted ``train_on_batch`` with ``bnno.recipe``'s optimizer,
+    TensorFlow: Keras's jitted ``train_on_batch`` with ``bnno.config``'s optimizer,
     each step ending when its loss is fetched, as in ``_time_steps``."""
     import keras
 
-    from bnno import models, recipe
+    from bnno import models
+    from bnno.config import Config
 
     random.seed(seed)  # Keras's unseeded initializers draw their seeds from Python's random
     np.random.seed(seed)
@@ -110,14 +114,14 @@ def keras_training_throughput(model: str, hparams: Dict[str, Any], input_shape, 
             on_gpu = devices[0].platform == "gpu"
             keras.config.set_dtype_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
         network = models.build(model, {**hparams, "batch_size": batch_size}, input_shape, num_classes)
-        optimizer = recipe.optimizer(hparams, warmup + steps)
+        optimizer = Config.from_values(hparams).build_optimizer(warmup + steps)
         if keras.config.dtype_policy().name == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # as Trainer does
         network.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=True)
         compute_dtype = keras.config.dtype_policy().compute_dtype
     finally:
         keras.config.set_dtype_policy(policy)
-    rng = np.random.default_rng(seed)  # the same batch as _OneBatch's
+    rng = np.random.default_rng(seed)  # the same batch as OneBatch's
     images = rng.uniform(-1, 1, size=(batch_size, *tuple(input_shape))).astype(np.float32)
     labels = rng.integers(0, int(num_classes), size=batch_size).astype(np.int32)
     images, labels = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(labels)

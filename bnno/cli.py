@@ -17,6 +17,7 @@ import sys
 import click
 
 from bnno import __version__
+from bnno.config.options import click_options
 from bnno.errors import RunError, UsageError
 
 LIST_TOPICS = ("models", "hparams", "preprocess", "datasets")
@@ -99,7 +100,7 @@ def _model_name(name: str) -> str:
 def _resolve_hparams(model: str, hparams_set, overrides: str, hparams_file):
     """(set name, validated hyperparameters): ``hparams_set``, or the default set of the
     model (of ``hparams_file``, a user's YAML file of sets, when given)."""
-    from bnno import hparams
+    from bnno import config as hparams
 
     if hparams_set is None:
         hparams_set = hparams.default_set(model, hparams_file)
@@ -132,77 +133,25 @@ dataset_option = click.option(
     help="A tensorflow-datasets name (cifar10, cifar10:3.0.2, imagenet2012, mnist) or an "
     "image folder laid out <split>/<class>/<image>.",
 )
-preprocess_option = click.option(
-    "--preprocess-fn", "preprocess", default=None, metavar="NAME",
-    help="Preprocess function of the data set (default: the data set's, e.g. the paper's "
-    "resize_and_flip for cifar10; see `bnno list preprocess`).",
-)
-image_size_option = click.option(
-    "--image-size", type=click.IntRange(min=1), default=None, metavar="N",
-    help="Resize image-folder images to N x N (needed when their sizes differ).",
-)
-strategy_option = click.option(
-    "--strategy", default="auto", show_default=True, metavar="NAME",
-    help="tf.distribute strategy: auto, default, mirrored or multi_worker.",
-)
-mixed_precision_option = click.option(
-    "--mixed-precision/--no-mixed-precision", default=False, show_default=True,
-    help="Compute in float16 on GPUs (bfloat16 elsewhere); weights stay float32.",
-)
-jit_compile_option = click.option(
-    "--jit-compile/--no-jit-compile", default=False, show_default=True,
-    help="Compile the training step with XLA.",
-)
-binary_conv_option = click.option(
-    "--binary-conv", default="auto", show_default=True, metavar="MODE",
-    help="Binary convolutions in exact bfloat16 (same results, faster on CPUs with AMX): "
-    "auto, bfloat16 or float32.",
-)
-data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-    help="Where tensorflow-datasets keeps prepared data sets (default: tfds's own).",
-)
+# Options that some other commands share with train (defined in bnno.config.options).
+preprocess_option = click_options("preprocess")
+image_size_option = click_options("image_size")
+strategy_option = click_options("strategy")
+mixed_precision_option = click_options("mixed_precision")
+jit_compile_option = click_options("jit_compile")
+binary_conv_option = click_options("binary_conv")
+data_dir_option = click_options("data_dir")
 
 
 def run_options(command):
     """The options of ``bnno train`` that every run of a command shares (``train``,
-    ``sweep``); they arrive as keyword arguments named like ``run_dir.Run``'s fields.
+    ``sweep``), each defined once in :mod:`bnno.config.options`; they arrive as
+    keyword arguments named like ``run_dir.Run``'s fields.
 
     ``--tensorboard`` also takes a value, ``--tensorboard=True`` or ``=False``, as the
     command lines of "A Bop and Beyond"'s README write it (a click on/off flag takes
     none); ``--no-tensorboard`` wins over it."""
-
-    @functools.wraps(command)
-    def with_tensorboard(*args, tensorboard, no_tensorboard, **kwargs):
-        return command(*args, tensorboard=tensorboard and not no_tensorboard, **kwargs)
-
-    options = [
-        preprocess_option,
-        data_dir_option,
-        click.option("--data-cache", default=None, metavar="memory|DIR",
-                     help="Cache decoded data in memory or in files under DIR."),
-        image_size_option,
-        click.option("--tensorboard", type=click.BOOL, is_flag=False, flag_value=True, default=True,
-                     show_default=True, metavar="[BOOL]",
-                     help="Write TensorBoard events (--tensorboard=false: none)."),
-        click.option("--no-tensorboard", is_flag=True, help="Write no TensorBoard events."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Quick run: at most N training (and validation) steps per epoch."),
-        click.option("--log-every", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Also write loss, accuracy and flip ratios (overall and per binary layer) to "
-                     "TensorBoard every N steps."),
-        strategy_option,
-        mixed_precision_option,
-        jit_compile_option,
-        binary_conv_option,
-        click.option("--tf32/--no-tf32", default=False, show_default=True,
-                     help="TensorFloat-32 matrix products on GPUs that have them (faster; off "
-                     "reproduces the paper's float32 numerics)."),
-    ]
-    decorated = with_tensorboard
-    for option in reversed(options):
-        decorated = option(decorated)
-    return decorated
+    return click_options()(command)
 
 
 def _absolute_file(path):
@@ -241,7 +190,6 @@ def _absolute_source(path):
 def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, output_prefix, seed, init_from,
           **options):
     """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet, resnet18_tricks) on a data set."""
-    from bnno import hparams as hp
     from bnno import run_dir, training
 
     model = _model_name(model)
@@ -251,7 +199,7 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
         output_dir = run_dir.default_output_dir(output_prefix, dataset, model, hparams_set)
     run = training.Run(
         model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
-        output_dir=pathlib.Path(output_dir).expanduser(), overrides=hp.parse_overrides(overrides),
+        output_dir=pathlib.Path(output_dir).expanduser(), overrides=resolved.overrides,
         hparams_file=_absolute_file(hparams_file), seed=seed, init_from=init_from,
         command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
     )
@@ -297,7 +245,7 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
              --hparams epochs=50 --output-dir runs/grid --executor slurm
     Running the same command again skips finished runs and resumes an interrupted one.
     """
-    from bnno import hparams as hp
+    from bnno import config as hp
     from bnno import sweep as sweep_lib
     from bnno import training
     from bnno.registry import unknown_choice_message
@@ -310,7 +258,7 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
         named = hp.grid_set(model, grid_set, hparams_file)
         hparams_set = hparams_set or named["hparams_set"]
         fixed = {key: sweep_lib.format_value(value) for key, value in named["hparams"].items()}
-        grid = {key: [sweep_lib.format_value(v) for v in values] for key, values in named["grid"].items()}
+        grid = {key: list(values) for key, values in named["grid"].items()}  # typed by YAML
         if options["log_every"] is None:  # the grid's own, e.g. per step for the paper's Figure 1
             options["log_every"] = named["log_every"]
     grid.update(sweep_lib.parse_grid(grid_items))
@@ -375,7 +323,8 @@ def _default_first(names, default):
 
 
 def _list_hparams():
-    from bnno import hparams, models
+    from bnno import config as hparams
+    from bnno import models
 
     for model in models.names():
         for set_name, label in _default_first(hparams.set_names(model), hparams.default_set(model)):

@@ -1,10 +1,10 @@
 """Starting a run from another run's weights: ``bnno train ... --init-from PATH``.
 
-Two-stage training (document 003, "2-stage training strategy": stage 1 trains
-real-valued weights under binary activations, stage 2 trains 1-bit weights "using the
-first stage model as initialization"; larq's guide "Training BNNs", document 000:
-networks train much quicker when initialized from a trained real-valued model of the
-same architecture). The source is
+Two-stage training (CAS-CLab's "Training Tricks for Binarized Neural Networks", "2-stage
+training strategy": stage 1 trains real-valued weights under binary activations, stage
+2 trains 1-bit weights "using the first stage model as initialization"; larq's guide
+"Training BNNs": networks train much quicker when initialized from a trained
+real-valued model of the same architecture). The source is
 
 - a run directory: its ``model.keras`` when the run finished, else its newest readable
   checkpoint (its model rebuilt from its ``hparams.yaml``);
@@ -36,7 +36,11 @@ computes what the source computed as closely as a binary kernel can (XNOR-Net,
 section 3.1). Optimizer state starts fresh.
 
 References:
-    - Training tricks for binarized neural networks (CAS-CLab), document 003.
+    - CAS-CLab, "Training Tricks for Binarized Neural Networks" (a collection of BNN
+      training tricks, in PyTorch),
+      https://github.com/CAS-CLab/Training-Tricks-for-Binarized-Neural-Networks
+    - Larq, "Training BNNs" (guide, "Tips & Tricks"),
+      https://docs.larq.dev/larq/guides/bnn-optimization/
     - Helwegen et al., "Latent Weights Do Not Exist", NeurIPS 2019,
       https://arxiv.org/abs/1906.02107 (Bop's binary weights).
     - Rastegari et al., "XNOR-Net", ECCV 2016, https://arxiv.org/abs/1603.05279

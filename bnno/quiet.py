@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-__all__ = ["start_tensorflow", "filtered_stderr", "drop_noise", "is_noise"]
+__all__ = ["ABSL_FILTER", "start_tensorflow", "filtered_stderr", "drop_noise", "is_noise"]
 
 # C++ log lines look like "I0000 00:00:1796084749.779910    6337 cudart_stub.cc:31] ...".
 NOISE = tuple(
@@ -86,7 +86,9 @@ class _AbslNoise(logging.Filter):
         return not ABSL_NOISE.search(record.getMessage())
 
 
-_ABSL_FILTER = _AbslNoise()
+#: The filter that ``start_tensorflow`` adds to the ``absl`` logger (tensorflow-datasets'
+#: noise); ``logging.getLogger("absl").removeFilter(ABSL_FILTER)`` takes it away again.
+ABSL_FILTER = _AbslNoise()
 
 
 def jax_requested() -> bool:
@@ -118,7 +120,7 @@ def start_tensorflow() -> None:
         check_jax_installed()
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("absl").addFilter(_ABSL_FILTER)  # tfds logs through absl
+    logging.getLogger("absl").addFilter(ABSL_FILTER)  # tfds logs through absl
     with filtered_stderr():
         import tensorflow as tf
 

@@ -12,7 +12,10 @@ A run directory holds
   ``model.keras`` and ``binary.weights.h5``.
 
 Every file is written atomically, so a process killed at any moment leaves a readable
-directory. This module never imports TensorFlow; :mod:`bnno.training` runs the loop.
+directory. :mod:`bnno.training` runs the loop; this module imports TensorFlow (Keras,
+tensorflow-datasets) only to record their versions in a new run's record
+(:func:`write_record`, called by training, which has imported them already), so reading
+runs (``bnno report``, :func:`read_record`, :func:`check_resumable`) never does.
 """
 
 import csv
@@ -26,6 +29,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from bnno import __version__
+from bnno.config import options
 from bnno.errors import RunError, UsageError
 
 HPARAMS_FILE = "hparams.yaml"
@@ -44,30 +48,20 @@ CHECKPOINTS_KEPT = 3
 
 
 @dataclasses.dataclass
-class Run:
+class Run(options.RunOptions):
     """Everything that defines a training run; the fields in ``IDENTITY`` must match
-    for a run to be resumed."""
+    for a run to be resumed. The options that ``bnno train`` and ``bnno sweep`` share
+    (preprocess, data_dir, max_steps, mixed_precision, ...) are the fields of
+    ``bnno.config.options.RunOptions``, keyword-only."""
 
     model: str
     dataset: str
     hparams_set: str
     hparams: Dict[str, Any]
     output_dir: pathlib.Path
-    preprocess: str = "default"
     overrides: Dict[str, str] = dataclasses.field(default_factory=dict)
     hparams_file: Optional[str] = None  # a user's own sets (--hparams-file), if any
-    data_dir: Optional[str] = None
-    data_cache: Optional[str] = None
-    image_size: Optional[int] = None
     seed: int = 0
-    max_steps: Optional[int] = None  # a quick run: at most this many steps per epoch
-    tensorboard: bool = True
-    log_every: Optional[int] = None  # also log loss, accuracy and flip ratio every N steps
-    strategy: str = "auto"
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    tf32: bool = False  # TensorFloat-32 matrix products on GPUs that have them
-    binary_conv: str = "auto"  # bnno.nn.binary_conv mode; the results are the same
     verbose: int = 1
     command_line: str = ""
     # --init-from: the weights a new run starts from (bnno.init_from); once read, the
@@ -75,15 +69,22 @@ class Run:
     # resumed run continues from its own checkpoints and never reads it again.
     init_from: Optional[str] = None
 
-    # Resuming needs these to match: they define the computation (mixed precision also
-    # changes the checkpoint's contents, TensorFloat-32 the numerics).
-    IDENTITY = (
-        "model", "dataset", "hparams_set", "hparams", "preprocess", "image_size", "seed",
-        "max_steps", "mixed_precision", "tf32",
-    )
+    # Resuming needs these to match: they define the computation (with the run options
+    # marked identity=True: preprocess, image_size, max_steps, mixed_precision, tf32).
+    IDENTITY = ("model", "dataset", "hparams_set", "hparams", "seed", *options.IDENTITY)
 
     def identity(self) -> Dict[str, Any]:
-        return {key: getattr(self, key) for key in self.IDENTITY}
+        identity = {key: getattr(self, key) for key in self.IDENTITY}
+        identity["hparams"] = dict(self.hparams)  # a Config is a mapping; records hold plain YAML
+        return identity
+
+    @property
+    def config(self):
+        """The run's hyperparameters as a typed ``bnno.config.Config`` (``hparams`` itself
+        when it is one, as ``bnno.config.resolve`` returns; else read and checked)."""
+        from bnno.config import Config
+
+        return Config.from_values(self.hparams, f"{self.model} set '{self.hparams_set}'")
 
     def __post_init__(self):
         self.output_dir = pathlib.Path(self.output_dir)
@@ -107,6 +108,7 @@ def atomic_write(path: pathlib.Path, text: str) -> None:
 
 
 def _versions() -> Dict[str, str]:
+    # The only TensorFlow import of this module: a record is written by a training run.
     import keras
     import tensorflow as tf
 
@@ -161,7 +163,7 @@ def first_line(error: Exception) -> str:
 def _differences(recorded: Dict[str, Any], run: Run) -> List[str]:
     """``key: old -> new`` for every identity field (and hyperparameter) that differs.
     A field missing from an older record counts as its default."""
-    from bnno.hparams import ADDED_KEYS
+    from bnno.config import ADDED_KEYS
 
     defaults = {field.name: field.default for field in dataclasses.fields(Run)}
     current = run.identity()
@@ -192,14 +194,12 @@ def check_resumable(run: Run) -> Optional[int]:
     total number of epochs; the recorded number of epochs is returned then (``None``
     when it is unchanged), for :func:`record_extension`.
     """
-    from bnno import recipe
-
     recorded = read_record(run.output_dir)
     recorded_epochs = recorded.get("hparams", {}).get("epochs")
     differences = _differences(recorded, run)
     only_epochs = differences == [f"epochs: {recorded_epochs!r} -> {run.hparams.get('epochs')!r}"]
     if only_epochs:
-        dependent = recipe.schedules_depending_on_epochs(run.hparams)
+        dependent = run.config.schedules_depending_on_epochs()
         if dependent:
             raise UsageError(
                 f"{run.output_dir} cannot be extended from {recorded_epochs} to "

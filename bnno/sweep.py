@@ -27,12 +27,11 @@ import shlex
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
 from bnno import run_dir
+from bnno.config import options as run_options
 from bnno.errors import RunError, UsageError
+from bnno.manifest import MANIFEST_FILE, read_manifest, write_manifest
 
-MANIFEST_FILE = "sweep.yaml"
 SLURM_FILE = "sweep.sbatch"
 COMMANDS_FILE = "commands.txt"
 EXECUTORS = ("local", "print", "slurm")
@@ -88,6 +87,13 @@ class Sweep:
     init_from: Optional[str] = None
     #: ``bnno train`` options for every run, as ``Run`` fields (preprocess, data_dir, ...).
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    _base: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def base(self):
+        """The configuration every point starts from (``base_config``), read once."""
+        if self._base is None:
+            self._base = base_config(self.model, self.hparams_set, self.overrides, self.hparams_file)
+        return self._base
 
     def points(self) -> List[Point]:
         """The cross product of the grid's values, times the seeds 0..seeds-1."""
@@ -113,7 +119,7 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
     """``["threshold=1e-8,1e-7", "gamma=[1, 2],[3, 4]"]`` -> ``{"threshold": ["1e-8",
     "1e-7"], "gamma": ["[1, 2]", "[3, 4]"]}`` (raw strings; commas inside brackets
     belong to a list value). ``UsageError`` for a malformed item or a repeated key."""
-    from bnno.hparams import split_top_level
+    from bnno.config import split_top_level
 
     grid: Dict[str, List[str]] = {}
     for item in items:
@@ -130,35 +136,42 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
     return grid
 
 
-def typed_grid(model: str, hparams_set: str, overrides: Dict[str, str], raw_grid: Dict[str, List[str]],
+def base_config(model: str, hparams_set: str, overrides: Dict[str, str], hparams_file: Optional[str] = None):
+    """The configuration every point of a sweep starts from: the set with the sweep's
+    own overrides (``--hparams``, a grid set's fixed values), read once."""
+    from bnno import config
+
+    text = ",".join(f"{key}={value}" for key, value in overrides.items())
+    return config.resolve(model, hparams_set, text, file=hparams_file)
+
+
+def typed_grid(model: str, hparams_set: str, overrides: Dict[str, str], raw_grid: Dict[str, List[Any]],
                hparams_file: Optional[str] = None) -> Dict[str, List[Any]]:
-    """The grid's values parsed to their keys' types, each point validated as a whole
-    set (so a bad value is a ``UsageError`` now, not a failed run hours later)."""
+    """The grid's values parsed to their keys' types (text, as ``--grid`` gives it, or
+    values a grid set's YAML already typed), each point checked as a whole
+    configuration (so a bad value is a ``UsageError`` now, not a failed run hours later)."""
+    from bnno import config
+
     if not raw_grid:
         raise UsageError("A sweep needs at least one --grid KEY=V1,V2,... or a --grid-set.")
+    base = base_config(model, hparams_set, overrides, hparams_file)
     typed: Dict[str, List[Any]] = {}
     for key, values in raw_grid.items():
         typed[key] = []
         for value in values:
-            resolved = resolve_point(model, hparams_set, {**overrides, key: value}, hparams_file)
-            if resolved[key] in typed[key]:
-                raise UsageError(f"--grid {key} lists {format_value(resolved[key])} twice.")
-            typed[key].append(resolved[key])
+            expected = config.type_of(base, key, base.where)
+            if isinstance(value, str):
+                value = config.parse_value(key, value, expected)
+            else:  # a grid set's value, which YAML read
+                value = config.typed_value(key, value, expected)
+            value = base.replace({key: value})[key]
+            if value in typed[key]:
+                raise UsageError(f"--grid {key} lists {format_value(value)} twice.")
+            typed[key].append(value)
     # Values valid alone may clash together (e.g. a decay kind and its settings).
     for point in Sweep(model, "", hparams_set, typed, pathlib.Path(".")).points():
-        resolve_point(model, hparams_set, {**overrides, **point.overrides()}, hparams_file)
+        base.replace(dict(point.values))
     return typed
-
-
-def resolve_point(model: str, hparams_set: str, overrides: Dict[str, str],
-                  hparams_file: Optional[str] = None) -> Dict[str, Any]:
-    """The validated hyperparameters of one point."""
-    from bnno import hparams
-
-    text = ",".join(f"{key}={value}" for key, value in overrides.items())
-    if hparams_file is None:
-        return hparams.resolve(model, hparams_set, text)
-    return hparams.resolve(model, hparams_set, text, file=hparams_file)
 
 
 # --- the manifest ----------------------------------------------------------------------
@@ -166,16 +179,6 @@ def resolve_point(model: str, hparams_set: str, overrides: Dict[str, str],
 
 def manifest_path(sweep: Sweep) -> pathlib.Path:
     return sweep.output_dir / MANIFEST_FILE
-
-
-def read_manifest(path: pathlib.Path) -> Dict[str, Any]:
-    try:
-        manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise RunError(f"The sweep manifest {path} cannot be read ({run_dir.first_line(error)}).") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
-        raise RunError(f"The sweep manifest {path} is damaged: it lists no runs.")
-    return manifest
 
 
 def open_manifest(sweep: Sweep) -> Dict[str, Any]:
@@ -202,11 +205,6 @@ def open_manifest(sweep: Sweep) -> Dict[str, Any]:
     return {**definition, "options": sweep.options, "runs": runs}
 
 
-def write_manifest(sweep: Sweep, manifest: Dict[str, Any]) -> None:
-    sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.atomic_write(manifest_path(sweep), yaml.safe_dump(manifest, sort_keys=False))
-
-
 # --- executors -------------------------------------------------------------------------
 
 
@@ -215,24 +213,12 @@ def make_run(sweep: Sweep, point: Point, command_line: str = "") -> run_dir.Run:
     overrides = {**sweep.overrides, **point.overrides()}
     return run_dir.Run(
         model=sweep.model, dataset=sweep.dataset, hparams_set=sweep.hparams_set,
-        hparams=resolve_point(sweep.model, sweep.hparams_set, overrides, sweep.hparams_file),
+        hparams=sweep.base().replace(dict(point.values)),
         output_dir=sweep.output_dir / point.name, overrides=overrides, hparams_file=sweep.hparams_file,
         init_from=sweep.init_from,
         seed=point.seed, command_line=command_line or shlex.join(train_command(sweep, point)),
         **sweep.options,
     )
-
-
-#: ``Run`` fields that ``bnno train`` takes as options, with their flags.
-_VALUE_FLAGS = {
-    "preprocess": "--preprocess-fn", "data_dir": "--data-dir", "data_cache": "--data-cache",
-    "image_size": "--image-size", "max_steps": "--max-steps", "log_every": "--log-every",
-    "strategy": "--strategy", "binary_conv": "--binary-conv",
-}
-_SWITCHES = {
-    "mixed_precision": ("--mixed-precision", False), "jit_compile": ("--jit-compile", False),
-    "tf32": ("--tf32", False), "tensorboard": ("--no-tensorboard", True),
-}
 
 
 def train_command(sweep: Sweep, point: Point) -> List[str]:
@@ -245,13 +231,8 @@ def train_command(sweep: Sweep, point: Point) -> List[str]:
     command += ["--seed", str(point.seed), "--output-dir", str(sweep.output_dir / point.name)]
     if sweep.init_from:
         command += ["--init-from", sweep.init_from]
-    for field, flag in _VALUE_FLAGS.items():
-        if sweep.options.get(field) is not None:
-            command += [flag, str(sweep.options[field])]
-    for field, (flag, default) in _SWITCHES.items():
-        if field in sweep.options and sweep.options[field] != default:
-            command.append(flag)
-    return command
+    # Every run option, as bnno.config.options defines it (its flag, and when to write it).
+    return command + run_options.command_line(sweep.options)
 
 
 def run_local(sweep: Sweep, echo=print, train: Optional[Callable[[run_dir.Run], Dict[str, Any]]] = None) -> Dict[str, Any]:
@@ -261,14 +242,14 @@ def run_local(sweep: Sweep, echo=print, train: Optional[Callable[[run_dir.Run], 
         train = _train_quietly
     manifest = open_manifest(sweep)
     points = sweep.points()
-    write_manifest(sweep, manifest)
+    write_manifest(manifest_path(sweep), manifest)
     for number, (point, entry) in enumerate(zip(points, manifest["runs"]), start=1):
         prefix = f"run {number}/{len(points)} {point.label}:"
         if entry["state"] == "done":
             echo(f"{prefix} finished earlier, skipped")
             continue
         entry["state"] = "running"
-        write_manifest(sweep, manifest)
+        write_manifest(manifest_path(sweep), manifest)
         echo(f"{prefix} {'resuming' if (sweep.output_dir / point.name / run_dir.HPARAMS_FILE).exists() else 'training'}")
         began = time.monotonic()
         try:
@@ -282,7 +263,7 @@ def run_local(sweep: Sweep, echo=print, train: Optional[Callable[[run_dir.Run], 
             entry.update(state="done", val_accuracy=accuracy)
             echo(f"{prefix} done, val_accuracy {accuracy if accuracy is None else f'{accuracy:.3f}'}, "
                  f"{_duration(time.monotonic() - began)}")
-        write_manifest(sweep, manifest)
+        write_manifest(manifest_path(sweep), manifest)
     return manifest
 
 
@@ -310,7 +291,7 @@ def print_commands(sweep: Sweep, echo=print) -> Dict[str, Any]:
     """One ``bnno train`` command per line (and the manifest, so that ``bnno report``
     and a later ``local`` invocation see the same sweep)."""
     manifest = open_manifest(sweep)
-    write_manifest(sweep, manifest)
+    write_manifest(manifest_path(sweep), manifest)
     for point in sweep.points():
         echo(shlex.join(train_command(sweep, point)))
     return manifest
@@ -320,7 +301,7 @@ def write_slurm(sweep: Sweep, echo=print) -> pathlib.Path:
     """A job-array batch script (one array task per run) and its command list; prints
     how to submit it. Resubmitting resumes unfinished runs, as ``bnno train`` does."""
     manifest = open_manifest(sweep)
-    write_manifest(sweep, manifest)
+    write_manifest(manifest_path(sweep), manifest)
     points = sweep.points()
     commands = [shlex.join(train_command(sweep, point)) for point in points]
     run_dir.atomic_write(sweep.output_dir / COMMANDS_FILE, "\n".join(commands) + "\n")

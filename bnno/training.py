@@ -25,7 +25,10 @@ from bnno.errors import RunError, UsageError
 from bnno.registry import unknown_choice_message
 from bnno.run_dir import Run
 
-__all__ = ["Run", "Trainer", "evaluate", "restoring_precision_policy", "train"]
+__all__ = [
+    "Run", "Trainer", "binary_conv_mode", "evaluate", "export", "restoring_precision_policy", "step_summaries",
+    "train",
+]
 
 
 def _op_determinism_enabled() -> bool:
@@ -52,7 +55,7 @@ def _accuracies(tally) -> Dict[str, float]:
     return {"accuracy": tally[0] / examples, "top5_accuracy": tally[1] / examples}
 
 
-def _binary_conv_mode(run: Run) -> str:
+def binary_conv_mode(run: Run) -> str:
     """"bfloat16" or "float32": how the run computes binary convolutions
     (``bnno.nn.binary_conv``; either way the results are the same)."""
     from bnno.nn import binary_conv
@@ -129,7 +132,7 @@ class Trainer:
         self.strategy = distribute.strategy(run.strategy, echo=echo)
         self.is_chief = distribute.is_chief(self.strategy)
         self.echo = echo if self.is_chief else (lambda *args, **kwargs: None)
-        self.binary_conv = _binary_conv_mode(run)
+        self.binary_conv = binary_conv_mode(run)
         if self.binary_conv == "bfloat16":
             self.echo("Binary convolutions: exact bfloat16 (--binary-conv float32 turns this off).")
         self.batch_size = self._checked_batch_size()
@@ -176,12 +179,12 @@ class Trainer:
     def _build_model_and_optimizer(self) -> None:
         import keras
 
-        from bnno import models, recipe
+        from bnno import models
         from bnno.nn import metrics as bnn_metrics
 
         with self.strategy.scope():
             self.model = models.build(self.run.model, self.run.hparams, self.data.input_shape, self.data.num_classes)
-            self.optimizer = recipe.optimizer(self.run.hparams, self.steps_per_epoch)
+            self.optimizer = self.run.config.build_optimizer(self.steps_per_epoch)
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 # float16 gradients underflow without loss scaling.
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
@@ -396,7 +399,7 @@ def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
             )
         )
         if run.log_every:
-            callbacks.append(_step_summaries(trainer, run.log_every))
+            callbacks.append(step_summaries(trainer, run.log_every))
     if run.verbose > 0 and trainer.is_chief:
         # Last, so that an epoch's time includes writing its checkpoint. Keras's bar in
         # a terminal; plain lines in log files (Slurm, docker logs, > run.log).
@@ -415,7 +418,7 @@ def absolute_if_folder(dataset: str) -> str:
     return os.path.abspath(os.path.expanduser(dataset)) if data.is_folder(dataset) else dataset
 
 
-def _step_summaries(trainer: Trainer, every: int):
+def step_summaries(trainer: Trainer, every: int):
     """A callback writing loss, accuracy and flip ratios every ``every`` steps to
     TensorBoard (``train/``, x axis the global step, counted from 1): ``step_loss`` and
     ``step_accuracy``, the means over the epoch so far; ``step_flip_ratio``, the share
@@ -563,7 +566,7 @@ def _train(trainer: Trainer, resuming: bool, recorded_epochs: Optional[int], sta
         elif trainer.is_chief:
             _write_summary(trainer, echo)
         _run_epochs(trainer, start, epochs, history)
-    _export(trainer)
+    export(trainer)
     if not trainer.is_chief:
         shutil.rmtree(trainer.write_dir, ignore_errors=True)
     return {"epochs": int(trainer.epoch.numpy()), "history": history.rows}
@@ -594,8 +597,10 @@ def _write_summary(trainer: Trainer, echo) -> None:
             echo(line)
 
 
-def _export(trainer: Trainer) -> None:
-    """The final model (with optimizer state) and its binary weights, atomically."""
+def export(trainer: Trainer) -> None:
+    """Write the trained model into the run's directory, atomically: ``model.keras``
+    (with the optimizer's state) and ``binary.weights.h5`` (the weights as read inside
+    ``quantized_scope``: latent weights as their binary values)."""
     from bnno.nn.context import quantized_scope
 
     out = trainer.write_dir

@@ -1,4 +1,4 @@
-"""bnno's hyperparameter sets, one YAML file per model; read by :mod:`bnno.hparams`.
+"""bnno's hyperparameter sets, one YAML file per model; read by :mod:`bnno.config.sets`.
 
 This folder is their one home. setup.py installs it as the package
 ``bnno.hparams_sets`` (``package_dir``): a wheel carries the files as

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from bnno.cli import cli
@@ -25,6 +26,7 @@ def test_benchmark_reports_images_per_second_as_json():
     assert "bfloat16 binary convolutions" in result.output
 
 
+@pytest.mark.slow
 def test_benchmark_of_an_imagenet_model_uses_imagenet_shapes():
     result = CliRunner().invoke(cli, [
         "benchmark", "birealnet", "--hparams-set", "bop", "--batch-size", "2", "--steps", "1",

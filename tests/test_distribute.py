@@ -110,6 +110,7 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_replicas_train_like_one_device_with_the_same_global_batch(stripes, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_DETERMINISTIC_OPS": "1"}
     result = subprocess.run(
@@ -136,11 +137,11 @@ WORKER = textwrap.dedent(
     # Test instrumentation: keep each worker's final weights, and optionally die
     # (SIGKILL) right after the first checkpoint, as a preempted job would.
     weights_file, die_after_first = sys.argv[1], sys.argv[2] == "die"
-    export = train._export
+    export = train.export
     def export_and_keep_weights(trainer):
         np.savez(weights_file, *[w.numpy() for w in trainer.model.weights])
         export(trainer)
-    train._export = export_and_keep_weights
+    train.export = export_and_keep_weights
     if die_after_first:
         save = tf.train.CheckpointManager.save
         def save_then_die(self, *args, **kwargs):
@@ -192,6 +193,7 @@ def run_workers(stripes, out, tmp_path, die):
     return results
 
 
+@pytest.mark.slow
 def test_two_workers_train_alike_only_the_chief_writes_and_a_killed_cluster_resumes(stripes, tmp_path):
     out = tmp_path / "run"
     killed = run_workers(stripes, out, tmp_path, die=True)

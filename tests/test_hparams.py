@@ -310,7 +310,7 @@ def test_any_overrides_string_gives_hyperparameters_or_a_usage_error():
         except Exception as error:  # noqa: BLE001
             pytest.fail(f"resolve({model!r}, {set_name!r}, {text!r}) raised {error!r}")
         else:
-            assert isinstance(result, dict)
+            assert isinstance(result, hparams.Config)  # typed, and a mapping of the values
             outcomes["valid"] += 1
     assert min(outcomes.values()) > 100, outcomes  # both paths were exercised
 

@@ -1,5 +1,5 @@
-"""Two-stage training: ``bnno train ... --init-from`` (document 003's stage 1, then
-stage 2 started from it), on image-folder data the tests make."""
+"""Two-stage training: ``bnno train ... --init-from`` (CAS-CLab's BNN training
+tricks: stage 1, then stage 2 started from it), on image-folder data the tests make."""
 
 import csv
 import pathlib
@@ -130,6 +130,7 @@ def test_the_kernels_bop_trains_are_found_through_a_loss_scale_optimizer():
 # --- stage 1, then stage 2 --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stage2_from_stage1_starts_where_stage1_ended_and_resumes_without_it(stage1, stripes, tmp_path):
     source = tmp_path / "stage1_copy"  # a copy, so that it can disappear below
     shutil.copytree(stage1, source)
@@ -176,6 +177,7 @@ def stage2_bop_trainer(stripes, output_dir, hparams_set="stage2_bop", overrides=
     ("stage2", "kernel_quantizer=ste_sign"),  # the set's kernels until 2026-12
     ("stage2_bop", "channel_scale=false"),  # its +-1 kernels without a scale, until 2026-12
 ])
+@pytest.mark.slow
 def test_stage2_starts_where_stage1_ended_where_plain_signs_did_not(stage1, stripes, tmp_path, hparams_set,
                                                                    as_before):
     """The tricks' block has no batch norm after its binary convolution: stage 1's small
@@ -195,7 +197,7 @@ def test_stage2_starts_where_stage1_ended_where_plain_signs_did_not(stage1, stri
         trainer = stage2_bop_trainer(stripes, tmp_path / "unused", hparams_set, overrides)
         source = init_from.read(str(stage1))
         loaded = init_from.load(trainer.model, source, init_from.binary_optimizer_trains(trainer.optimizer))
-        features = [keras.Model(m.inputs, m.layers[-3].output) for m in (reference, trainer.model)]
+        features = [keras.Model(m.inputs[0], m.layers[-3].output) for m in (reference, trainer.model)]
         assert isinstance(trainer.model.layers[-3], keras.layers.GlobalAveragePooling2D)
         images = np.concatenate([images for images, _ in trainer.data.validation(20)])
         before, after = (np.asarray(f(images, training=False)) for f in features)
@@ -212,6 +214,7 @@ def test_stage2_starts_where_stage1_ended_where_plain_signs_did_not(stage1, stri
     assert scaled not in table
 
 
+@pytest.mark.slow
 def test_stage2_bop_kernels_start_as_the_exact_signs_of_stage1s(stage1, stripes, tmp_path):
     reference = keras.saving.load_model(stage1 / "model.keras", compile=False)
     stage1_kernels = [layer.kernel.numpy() for layer in reference.layers if isinstance(layer, QuantConv2D)]
@@ -305,6 +308,7 @@ def test_a_file_or_folder_that_holds_no_model_is_refused(stripes, tmp_path):
         f"hparams.yaml; {give}")
 
 
+@pytest.mark.slow
 def test_a_run_of_another_architecture_is_refused_naming_the_layers(stage1, stripes, tmp_path):
     message = refused(stripes, tmp_path, stage1, model="binarynet", hparams_set="bop",
                       overrides="filters=8,dense_units=16,epochs=1,batch_size=20")

@@ -1,4 +1,4 @@
-"""bnno.models, bnno.recipe and ``bnno benchmark`` on Keras's JAX backend, without TensorFlow.
+"""bnno.models, bnno.config and ``bnno benchmark`` on Keras's JAX backend, without TensorFlow.
 
 Keras picks its backend once, at import, so each check runs in a subprocess with
 ``KERAS_BACKEND=jax``; each also asserts that TensorFlow was never imported there.
@@ -39,6 +39,7 @@ jax_installed = pytest.mark.skipif(
 
 
 @jax_installed
+@pytest.mark.slow
 def test_benchmark_on_jax_reports_the_backend_and_device_without_tensorflow():
     result = run_cli_on_jax([
         "benchmark", "binarynet", "--hparams-set", "bop", "--hparams", "filters=8,dense_units=16",
@@ -76,13 +77,14 @@ def test_asking_for_jax_without_jax_is_one_sentence_not_a_traceback(verbose):
 TRAIN_BINARYNET = f"""
 import json, sys
 import keras, numpy as np
-from bnno import hparams, models, recipe
+from bnno import hparams, models
+from bnno.config import Config
 from bnno.nn.optimizers import Bop
 
 assert keras.backend.backend() == "jax"
 resolved = hparams.resolve("binarynet", "bop", "filters=8,dense_units=16")
 model = models.build("binarynet", resolved, (32, 32, 3), 10)
-model.compile(optimizer=recipe.optimizer(resolved, 3), loss="sparse_categorical_crossentropy",
+model.compile(optimizer=Config.from_values(resolved).build_optimizer(3), loss="sparse_categorical_crossentropy",
               jit_compile=True)
 rng = np.random.default_rng(0)
 images = rng.uniform(-1, 1, size=(8, 32, 32, 3)).astype("float32")
@@ -99,6 +101,7 @@ print(json.dumps(seen))
 
 
 @jax_installed
+@pytest.mark.slow
 def test_binarynet_trains_on_jax_with_bop_kernels_staying_plus_minus_one():
     result = run_on_jax(TRAIN_BINARYNET)
     assert result.returncode == 0, result.stderr[-4000:]

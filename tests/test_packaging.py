@@ -46,7 +46,7 @@ def test_the_wheel_carries_the_hyperparameter_sets(tmp_path):
     assert models
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"bnno/hparams_sets/{model}.yaml" for model in models} <= set(names)
-    assert "bnno/hparams.py" in names
+    assert {"bnno/hparams.py", "bnno/config/__init__.py", "bnno/config/schema.py"} <= set(names)
 
     target = tmp_path / "site"
     pip("install", "--no-deps", "--quiet", "--target", str(target), str(wheel), cwd=tmp_path)

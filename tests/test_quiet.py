@@ -69,7 +69,7 @@ def test_tfds_warning_about_an_unprepared_version_folder_is_dropped(monkeypatch,
             absl_logging.warning("Some other warning")
         assert [record.getMessage() for record in caplog.records] == ["Some other warning"]
     finally:
-        logging.getLogger("absl").removeFilter(quiet._ABSL_FILTER)
+        logging.getLogger("absl").removeFilter(quiet.ABSL_FILTER)
 
 
 @pytest.mark.parametrize("command", ["train", "list", "summary", "benchmark", "evaluate", "prepare"])
@@ -86,6 +86,7 @@ def run_summary(*extra):
     )
 
 
+@pytest.mark.slow
 def test_summary_prints_no_chatter_and_verbose_keeps_it():
     plain, verbose = run_summary(), run_summary("--verbose")
     assert plain.returncode == verbose.returncode == 0, plain.stderr + verbose.stderr

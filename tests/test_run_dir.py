@@ -38,6 +38,7 @@ def record(output_dir):
     return yaml.safe_load((pathlib.Path(output_dir) / "hparams.yaml").read_text())
 
 
+@pytest.mark.slow
 def test_evaluate_reads_the_data_dir_the_run_was_trained_with_or_the_one_given(tmp_path, monkeypatch):
     import bnno.data.testing  # noqa: F401  (registers bnno_test_digits, prepared without download)
     from bnno.data import network
@@ -67,6 +68,7 @@ def test_evaluate_reads_the_data_dir_the_run_was_trained_with_or_the_one_given(t
     assert f"epoch 1: top-1 {float(history(out)[-1]['val_accuracy']):.4f}" in result.output
 
 
+@pytest.mark.slow
 def test_a_relative_image_folder_is_recorded_absolute_and_found_from_anywhere(stripes, tmp_path, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.chdir(stripes.parent)
@@ -79,6 +81,7 @@ def test_a_relative_image_folder_is_recorded_absolute_and_found_from_anywhere(st
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_raising_epochs_extends_a_finished_run_and_records_it(stripes, tmp_path):
     out = tmp_path / "run"
     assert train(stripes, out, 1).exit_code == 0
@@ -118,6 +121,7 @@ def _truncate(path: pathlib.Path) -> None:
     path.write_bytes(data[: len(data) // 3])
 
 
+@pytest.mark.slow
 def test_an_unreadable_newest_checkpoint_is_kept_aside_and_the_run_resumes_from_the_one_before(
         stripes, tmp_path):
     out = tmp_path / "run"
@@ -143,6 +147,7 @@ def test_an_unreadable_newest_checkpoint_is_kept_aside_and_the_run_resumes_from_
     assert float(resumed[2]["loss"]) == pytest.approx(float(whole[2]["loss"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_refused_with_what_to_do_and_nothing_is_touched(stripes, tmp_path):
     out = tmp_path / "run"
     assert train(stripes, out, 2).exit_code == 0
@@ -164,14 +169,14 @@ def test_tensorfloat32_is_off_unless_asked_for_and_is_part_of_a_runs_identity(tf
     import tensorflow as tf
 
     from bnno import hparams, run_dir, training
-    from bnno.benchmark import _OneBatch
+    from bnno.benchmark import OneBatch
 
     tf.config.experimental.enable_tensor_float_32_execution(not tf32)  # the opposite first
     values = hparams.resolve("binarynet", "bop", f"{TINY},epochs=1")
     run = training.Run(model="binarynet", dataset="synthetic", hparams_set="bop", hparams=values,
                        output_dir=tmp_path, tf32=tf32, verbose=0)
     try:
-        training.Trainer(run, data=_OneBatch((16, 16, 3), 3, batch_size=20, steps=1, seed=0))
+        training.Trainer(run, data=OneBatch((16, 16, 3), 3, batch_size=20, steps=1, seed=0))
         assert tf.config.experimental.tensor_float_32_execution_enabled() is tf32
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(True)  # TensorFlow's default

@@ -28,6 +28,7 @@ def train_args(stripes, out, flag):
 
 
 @pytest.mark.parametrize("flag", ["--mixed-precision", "--jit-compile"])
+@pytest.mark.slow
 def test_speed_options_train_with_binary_kernels_exactly_plus_minus_one(stripes, tmp_path, flag):
     out = tmp_path / "run"
     if flag == "--jit-compile":
@@ -79,7 +80,7 @@ def test_binary_conv_mode_of_a_run(tmp_path, options, expected):
 
     run = training.Run(model="binarynet", dataset="cifar10", hparams_set="bop", hparams={},
                        output_dir=tmp_path, **options)
-    assert training._binary_conv_mode(run) == expected
+    assert training.binary_conv_mode(run) == expected
 
 
 def test_auto_binary_conv_mode_follows_the_cpu(tmp_path, monkeypatch):
@@ -89,13 +90,14 @@ def test_auto_binary_conv_mode_follows_the_cpu(tmp_path, monkeypatch):
     run = training.Run(model="binarynet", dataset="cifar10", hparams_set="bop", hparams={},
                        output_dir=tmp_path)
     for has_amx, expected in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(binary_conv, "_cpu_has_amx_bf16", lambda: has_amx)
-        assert training._binary_conv_mode(run) == expected
-    monkeypatch.setattr(binary_conv, "_cpu_has_amx_bf16", lambda: True)
+        monkeypatch.setattr(binary_conv, "cpu_has_amx_bf16", lambda: has_amx)
+        assert training.binary_conv_mode(run) == expected
+    monkeypatch.setattr(binary_conv, "cpu_has_amx_bf16", lambda: True)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # not oneDNN's kernels: not auto
-    assert training._binary_conv_mode(run) == "float32"
+    assert training.binary_conv_mode(run) == "float32"
 
 
+@pytest.mark.slow
 def test_training_with_exact_bfloat16_binary_convolutions_is_the_same(stripes, tmp_path):
     result = CliRunner().invoke(cli, train_args(stripes, tmp_path / "run", "--binary-conv=bfloat16"))
     assert result.exit_code == 0, result.output[-2000:]

@@ -222,6 +222,7 @@ def _history_without_times(run_dir):
         return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_a_local_sweep_runs_every_point_skips_them_again_and_resumes_after_a_kill(tmp_path):
     import sys
 

@@ -80,6 +80,7 @@ def test_tensorboard_events_hold_the_papers_curves(stripes, tmp_path):
     assert {"epoch_loss", "epoch_accuracy", "epoch_top5_accuracy"} <= validation_tags
 
 
+@pytest.mark.slow
 def test_bop_learns_a_learnable_image_folder(tmp_path):
     # The paper's bop recipe (threshold 1e-6, gamma 1e-3, Adam 1e-2), shrunk in size.
     # 30 steps an epoch: BinaryNet's batch norm keeps Keras' momentum 0.99 (as the
@@ -112,6 +113,7 @@ def test_bop_kernels_stay_binary_and_binary_weights_are_exported(stripes, tmp_pa
         assert set(np.unique(kernel)) <= {-1.0, 1.0}
 
 
+@pytest.mark.slow
 def test_a_finished_run_says_so_and_keeps_its_files(stripes, tmp_path):
     out = tmp_path / "run"
     args = ("train", "binarynet", "--dataset", stripes, "--hparams-set", "bop",
@@ -124,6 +126,7 @@ def test_a_finished_run_says_so_and_keeps_its_files(stripes, tmp_path):
     assert history(out) == before
 
 
+@pytest.mark.slow
 def test_resuming_with_other_hyperparameters_is_refused(stripes, tmp_path):
     out = tmp_path / "run"
     run_cli("train", "binarynet", "--dataset", stripes, "--hparams-set", "bop",
@@ -160,6 +163,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result_without_losing_an_epoch(stripes, tmp_path):
     env = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
@@ -238,6 +242,7 @@ def test_evaluate_reports_top1_and_top5_of_a_run(stripes, tmp_path):
     assert "top-5 1.0000" in result.output  # three classes: the true one is always in the top 5
 
 
+@pytest.mark.slow
 def test_log_every_writes_step_curves_and_the_run_carries_its_hparams_for_tensorboard(stripes, tmp_path):
     import tensorflow as tf
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -288,7 +293,7 @@ def test_step_summaries_write_each_layers_flip_ratio_over_the_last_n_steps(tmp_p
     a, b = model.get_layer("a").kernel, model.get_layer("b").kernel
     trainer = types.SimpleNamespace(tf=tf, run=types.SimpleNamespace(output_dir=tmp_path),
                                     flip_ratios=metrics.FlipRatios(model), steps_per_epoch=4)
-    callback = training._step_summaries(trainer, every=2)
+    callback = training.step_summaries(trainer, every=2)
     # flips of (a, b) at each step of two epochs of four steps
     epochs = [[(4, 0), (2, 3), (0, 0), (0, 6)], [(10, 0), (0, 0), (1, 1), (0, 0)]]
     callback.on_train_begin()
@@ -311,6 +316,7 @@ def test_step_summaries_write_each_layers_flip_ratio_over_the_last_n_steps(tmp_p
     assert list(scalars["step_loss"]) == [2, 4, 6, 8]
 
 
+@pytest.mark.slow
 def test_a_log_file_gets_plain_lines_without_escapes_or_carriage_returns(stripes, tmp_path):
     log = tmp_path / "run.log"
     with open(log, "w") as stdout:  # bnno train ... > run.log 2>&1

@@ -25,7 +25,7 @@ FALLBACK_URL = "https://storage.googleapis.com/tfds-data"
 def can_reach(url: str, timeout: float = TIMEOUT_SECONDS) -> bool:
     """Whether a TCP connection to the host of ``url`` (or to the proxy that
     ``HTTPS_PROXY``/``HTTP_PROXY`` name for it) opens within ``timeout`` seconds."""
-    host, port = _connection_target(url)
+    host, port = connection_target(url)
     reached = []
 
     def connect():
@@ -43,7 +43,7 @@ def can_reach(url: str, timeout: float = TIMEOUT_SECONDS) -> bool:
     return bool(reached)
 
 
-def _connection_target(url: str) -> Tuple[str, int]:
+def connection_target(url: str) -> Tuple[str, int]:
     """The (host, port) a download of ``url`` connects to first: its proxy if one is
     configured for it, else its own host."""
     parsed = urllib.parse.urlparse(url)

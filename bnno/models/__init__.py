@@ -1,14 +1,19 @@
 """The paper's models, registered by name.
 
 Each module defines one builder ``build(hparams, input_shape, num_classes) ->
-keras.Model`` and registers it with ``@MODELS.register("<name>")``. ``hparams`` is the
-resolved hyperparameter set (a dict); builders read their architecture keys from it.
+keras.Model`` and registers it with ``@register("<name>", key=default, ...)``, declaring
+the architecture keys it reads and their defaults in one place (as timm's model
+configs do). ``hparams`` is the resolved hyperparameter set (a mapping); the builder
+receives it over those defaults, so it reads ``hparams["filters"]`` with no default of
+its own.
 Importing this package imports Keras; the CLI does so only in commands. On Keras's
 JAX backend the models build without TensorFlow.
 """
 
+import functools
 import importlib
 import re
+from typing import Any, Dict
 
 from bnno.errors import UsageError
 from bnno.registry import Registry
@@ -21,11 +26,32 @@ _MODULES = ("binarynet", "binary_alexnet", "xnornet", "birealnet", "resnet18_tri
 ALIASES = {"alexnet": "binary_alexnet"}
 
 
-def option(hparams: dict, key: str, default):
-    """``hparams[key]`` (``default`` when absent), with the YAML string "none" as None:
-    how builders read optional quantizers, constraints and regularizers."""
-    value = hparams.get(key, default)
-    return None if value is None or str(value).lower() == "none" else value
+def register(name: str, **keys: Any):
+    """Register the decorated builder as model ``name``; ``keys`` are the architecture
+    keys it reads, with their defaults. The builder receives the set's values over these
+    defaults, the YAML word "none" as None (:func:`with_defaults`); ``builder.keys``
+    lists them."""
+
+    def decorator(builder):
+        @functools.wraps(builder)
+        def build(hparams, input_shape, num_classes):
+            return builder(with_defaults(hparams, keys), input_shape, num_classes)
+
+        build.keys = dict(keys)
+        return MODELS.register(name)(build)
+
+    return decorator
+
+
+def with_defaults(hparams, keys: Dict[str, Any]) -> Dict[str, Any]:
+    """``hparams`` (a fresh dict) with each of ``keys`` the set lacks at its default, and
+    the YAML word "none" as None: how builders read optional quantizers, constraints and
+    regularizers."""
+    values = dict(hparams)
+    for key, default in keys.items():
+        value = values.get(key, default)
+        values[key] = None if value is None or str(value).lower() == "none" else value
+    return values
 
 
 def batch_normalization(**kwargs):

@@ -8,11 +8,11 @@ followed by batch normalization; the paper's code
 
 import keras
 
-from bnno.models import MODELS, batch_normalization, option
+from bnno.models import batch_normalization, register
 from bnno.nn.layers import QuantConv2D, QuantDense
 
 
-@MODELS.register("binary_alexnet")
+@register("binary_alexnet", input_quantizer="ste_sign", kernel_quantizer="noop", kernel_constraint=None)
 def binary_alexnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     """Binary AlexNet: five binary convolutions, three binary dense layers, softmax.
 
@@ -35,10 +35,10 @@ def binary_alexnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras
     ``kernel_constraint`` (none) from ``hparams``. The paper's code has no kernel
     quantizer (Bop keeps the kernels binary); here the Adam baseline sets one.
     """
-    input_quantizer = option(hparams, "input_quantizer", "ste_sign")
+    input_quantizer = hparams["input_quantizer"]
     kernel_args = dict(
-        kernel_quantizer=option(hparams, "kernel_quantizer", "noop"),
-        kernel_constraint=option(hparams, "kernel_constraint", None),
+        kernel_quantizer=hparams["kernel_quantizer"],
+        kernel_constraint=hparams["kernel_constraint"],
         use_bias=False,
     )
 

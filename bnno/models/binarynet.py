@@ -13,11 +13,12 @@ normalization (its ``binarynet_batch``): ``normalization: layer`` and the name
 
 import keras
 
-from bnno.models import MODELS, batch_normalized, normalization, option
+from bnno.models import MODELS, batch_normalized, normalization, register
 from bnno.nn.layers import QuantConv2D, QuantDense
 
 
-@MODELS.register("binarynet")
+@register("binarynet", filters=128, dense_units=1024, kernel_size=3, input_quantizer="ste_sign",
+          kernel_quantizer="noop", kernel_constraint=None)
 def binarynet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     """BinaryNet: six binary convolutions, three binary dense layers, softmax.
 
@@ -42,16 +43,16 @@ def binarynet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     ``kernel_constraint`` (none) and ``normalization`` ("batch"; "layer" puts Keras'
     ``LayerNormalization()`` in place of every BN) from ``hparams``.
     """
-    filters = hparams.get("filters", 128)
-    dense_units = hparams.get("dense_units", 1024)
-    kernel_size = hparams.get("kernel_size", 3)
+    filters = hparams["filters"]
+    dense_units = hparams["dense_units"]
+    kernel_size = hparams["kernel_size"]
     kernel_args = dict(
-        kernel_quantizer=option(hparams, "kernel_quantizer", "noop"),
-        kernel_constraint=option(hparams, "kernel_constraint", None),
+        kernel_quantizer=hparams["kernel_quantizer"],
+        kernel_constraint=hparams["kernel_constraint"],
         use_bias=False,
     )
     quantized_args = dict(
-        input_quantizer=option(hparams, "input_quantizer", "ste_sign"), **kernel_args
+        input_quantizer=hparams["input_quantizer"], **kernel_args
     )
 
     def batch_norm(x):

@@ -12,11 +12,11 @@ has layer normalization instead (``normalization: layer``).
 
 import keras
 
-from bnno.models import MODELS, batch_normalized, normalization, option
+from bnno.models import MODELS, batch_normalized, normalization, register
 from bnno.nn.layers import QuantConv2D
 
 
-@MODELS.register("birealnet")
+@register("birealnet", input_quantizer="approx_sign", kernel_quantizer="noop", kernel_constraint=None)
 def birealnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     """Bi-Real Net 18: a full-precision stem, 16 binary residual blocks, a
     full-precision classifier.
@@ -35,9 +35,9 @@ def birealnet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Mode
     and ``normalization`` ("batch"; "layer" puts Keras' ``LayerNormalization()`` in
     place of every BN) from ``hparams``.
     """
-    input_quantizer = option(hparams, "input_quantizer", "approx_sign")
-    kernel_quantizer = option(hparams, "kernel_quantizer", "noop")
-    kernel_constraint = option(hparams, "kernel_constraint", None)
+    input_quantizer = hparams["input_quantizer"]
+    kernel_quantizer = hparams["kernel_quantizer"]
+    kernel_constraint = hparams["kernel_constraint"]
 
     def batch_norm(x):
         return normalization(hparams, momentum=0.8)(x)

@@ -1,5 +1,5 @@
-"""ResNet-18 built with the BNN training tricks (document 003, CAS-CLab's "Training
-Tricks for Binarized Neural Networks"), for two-stage training.
+"""ResNet-18 built with the BNN training tricks of CAS-CLab's "Training Tricks for
+Binarized Neural Networks" (the document, below), for two-stage training.
 
 The tricks, each as the document gives it:
 
@@ -13,12 +13,17 @@ The tricks, each as the document gives it:
 4. Full-precision downsampling shortcuts, in the document's order: 1x1 convolution
    with stride 1, batch norm, then 2x2 average pooling with stride 2.
 
-The first and last layers stay full precision (larq's guide "Building BNNs", document
-001). Stage 1 trains real-valued kernels under binary activations, stage 2 1-bit
+The first and last layers stay full precision (larq's guide "Building BNNs", "First &
+Last Layer"). Stage 1 trains real-valued kernels under binary activations, stage 2 1-bit
 kernels started from stage 1 (``bnno train ... --init-from``); the sets are in
 ``hparams/resnet18_tricks.yaml``.
 
 References:
+    - CAS-CLab, "Training Tricks for Binarized Neural Networks" (a collection of BNN
+      training tricks, in PyTorch),
+      https://github.com/CAS-CLab/Training-Tricks-for-Binarized-Neural-Networks
+    - Larq, "Building BNNs" (guide),
+      https://docs.larq.dev/larq/guides/bnn-architecture/
     - He et al., "Deep Residual Learning for Image Recognition", CVPR 2016,
       https://arxiv.org/abs/1512.03385 (ResNet-18).
     - Liu et al., "Bi-Real Net", ECCV 2018, https://arxiv.org/abs/1808.00278 (a
@@ -32,7 +37,7 @@ References:
 import keras
 
 from bnno.errors import UsageError
-from bnno.models import MODELS, batch_normalization, option
+from bnno.models import batch_normalization, register
 from bnno.nn.layers import QuantConv2D
 from bnno.registry import unknown_choice_message
 
@@ -52,7 +57,8 @@ def stem_for(input_shape: tuple, stem: str = "auto") -> str:
     return "cifar" if min(input_shape[0], input_shape[1]) < SMALL_INPUT else "imagenet"
 
 
-@MODELS.register("resnet18_tricks")
+@register("resnet18_tricks", filters=64, stem="auto", input_quantizer="ste_sign", kernel_quantizer=None,
+          kernel_constraint=None, channel_scale=False)
 def resnet18_tricks(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     """ResNet-18 with the training tricks: a full-precision stem, 16 modified blocks in
     four stages, a full-precision classifier.
@@ -71,7 +77,7 @@ def resnet18_tricks(hparams: dict, input_shape: tuple, num_classes: int) -> kera
         GlobalAveragePooling2D  Dense(num_classes)  softmax
 
     The stem is ResNet-18's with PReLU for its ReLU (the document shows only the
-    block). No convolution has a bias: document 003's sketch leaves PyTorch's default
+    block). No convolution has a bias: the document's sketch leaves PyTorch's default
     (and its padding of 0, which could not be added to the shortcut), while larq's
     guide and Bi-Real Net give binary convolutions none. Kernels are glorot-normal
     initialized, as in bnno's Bi-Real Net; "same" padding pads the binarized inputs
@@ -102,15 +108,15 @@ def resnet18_tricks(hparams: dict, input_shape: tuple, num_classes: int) -> kera
     ``stage2_bop`` through ``channel_scale`` beside Bop's +-1 kernels, which
     ``--init-from`` sets to mean |W| of stage 1's kernels (``bnno.init_from``).
     """
-    filters = int(hparams.get("filters", 64))
-    stem = stem_for(input_shape, str(hparams.get("stem", "auto")))
+    filters = int(hparams["filters"])
+    stem = stem_for(input_shape, str(hparams["stem"]))
     binary_args = dict(
-        input_quantizer=option(hparams, "input_quantizer", "ste_sign"),
-        kernel_quantizer=option(hparams, "kernel_quantizer", None),
-        kernel_constraint=option(hparams, "kernel_constraint", None),
+        input_quantizer=hparams["input_quantizer"],
+        kernel_quantizer=hparams["kernel_quantizer"],
+        kernel_constraint=hparams["kernel_constraint"],
         kernel_initializer="glorot_normal",
         use_bias=False,
-        channel_scale=bool(hparams.get("channel_scale", False)),
+        channel_scale=bool(hparams["channel_scale"]),
     )
 
     def batch_norm(x):
@@ -120,7 +126,7 @@ def resnet18_tricks(hparams: dict, input_shape: tuple, num_classes: int) -> kera
         return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2])(x)
 
     def block(x, out_filters, strides):
-        """Document 003's BasicBlock: BN, binary activation, conv, + shortcut, PReLU."""
+        """The document's BasicBlock: BN, binary activation, conv, + shortcut, PReLU."""
         shortcut = x
         if strides != 1 or x.shape[-1] != out_filters:
             shortcut = keras.layers.Conv2D(out_filters, 1, kernel_initializer="glorot_normal", use_bias=False)(x)

@@ -12,11 +12,12 @@ layer normalization instead (``normalization: layer``).
 
 import keras
 
-from bnno.models import MODELS, batch_normalized, normalization, option
+from bnno.models import MODELS, batch_normalized, normalization, register
 from bnno.nn.layers import QuantConv2D
 
 
-@MODELS.register("xnornet")
+@register("xnornet", input_quantizer="ste_sign", kernel_quantizer="noop", kernel_constraint=None,
+          kernel_regularization=0.0)
 def xnornet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     """XNOR-Net: a full-precision first convolution, seven binary convolutions, a
     full-precision classifier.
@@ -43,12 +44,12 @@ def xnornet(hparams: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     ``hparams``.
     """
     quantized_args = dict(
-        input_quantizer=option(hparams, "input_quantizer", "ste_sign"),
-        kernel_quantizer=option(hparams, "kernel_quantizer", "noop"),
-        kernel_constraint=option(hparams, "kernel_constraint", None),
+        input_quantizer=hparams["input_quantizer"],
+        kernel_quantizer=hparams["kernel_quantizer"],
+        kernel_constraint=hparams["kernel_constraint"],
         use_bias=False,
     )
-    amount = float(option(hparams, "kernel_regularization", 0.0) or 0.0)
+    amount = float(hparams["kernel_regularization"] or 0.0)
 
     def regularizer():
         # One object per layer, so each layer owns (and serializes) its own.

@@ -44,7 +44,11 @@ import functools
 import os
 from typing import Optional
 
-__all__ = ["MODES", "channel_group_size", "conv2d", "enabled", "mode", "use"]
+from bnno.nn.context import ScopedSetting
+
+__all__ = [
+    "MODES", "channel_group_size", "conv2d", "cpu_has_amx_bf16", "enabled", "gpus_visible", "mode", "use",
+]
 
 #: ``auto``: bfloat16 on CPUs with AMX and no GPU; ``bfloat16``: always; ``float32``: never.
 MODES = ("auto", "bfloat16", "float32")
@@ -59,30 +63,29 @@ MAX_GROUPS = 64
 #: unmeasured, and oneDNN's grouped kernels are built for wide ones.
 MIN_GROUP_SIZE = 8
 
-_mode = "auto"
+_mode = ScopedSetting("binary_conv.mode", "auto")
 
 
 def mode() -> str:
     """The current mode, one of ``MODES``."""
-    return _mode
+    return _mode.get()
 
 
 @contextlib.contextmanager
 def use(new_mode: str):
     """Within the block, binary convolutions traced (e.g. by ``tf.function``) use
     ``new_mode``; the previous mode is restored after."""
-    global _mode
     if new_mode not in MODES:
         raise ValueError(f"Unknown binary convolution mode {new_mode!r}; choose from {MODES}.")
-    previous, _mode = _mode, new_mode
-    try:
+    with _mode.scope(new_mode):
         yield new_mode
-    finally:
-        _mode = previous
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_has_amx_bf16() -> bool:
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX with bfloat16 (the ``amx_bf16`` flag of
+    ``/proc/cpuinfo``; False where there is none to read), which makes ``"auto"`` take
+    the bfloat16 path. Read once per process."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             return any(
@@ -93,7 +96,8 @@ def _cpu_has_amx_bf16() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _gpus_visible() -> bool:
+def gpus_visible() -> bool:
+    """Whether TensorFlow sees a GPU (then ``"auto"`` keeps float32). Read once per process."""
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -119,10 +123,10 @@ def _onednn_may_use_amx() -> bool:
 def enabled(in_mode: Optional[str] = None) -> bool:
     """Whether qualifying convolutions take the bfloat16 path in ``in_mode`` (by
     default the current mode)."""
-    in_mode = in_mode or _mode
+    in_mode = in_mode or _mode.get()
     if in_mode == "auto":
-        return (_cpu_has_amx_bf16() and _onednn_enabled() and _onednn_may_use_amx()
-                and not _gpus_visible())
+        return (cpu_has_amx_bf16() and _onednn_enabled() and _onednn_may_use_amx()
+                and not gpus_visible())
     return in_mode == "bfloat16"
 
 

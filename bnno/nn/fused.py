@@ -28,21 +28,19 @@ import contextlib
 import functools
 import os
 
+from bnno.nn.context import ScopedSetting
+
 __all__ = ["active", "compiled", "use"]
 
-_enabled = False
+_enabled = ScopedSetting("fused.enabled", False)
 
 
 @contextlib.contextmanager
 def use(enabled: bool = True):
     """Within the block, ``ste_sign`` traced into a graph runs fused (unless
     ``BNNO_FUSED=none``); the previous setting is restored after."""
-    global _enabled
-    previous, _enabled = _enabled, enabled
-    try:
+    with _enabled.scope(enabled):
         yield
-    finally:
-        _enabled = previous
 
 
 def active() -> bool:
@@ -50,7 +48,7 @@ def active() -> bool:
     backend, inside a traced graph, and not turned off by ``BNNO_FUSED=none``."""
     import keras
 
-    if not _enabled or keras.backend.backend() != "tensorflow":
+    if not _enabled.get() or keras.backend.backend() != "tensorflow":
         return False
     if os.environ.get("BNNO_FUSED", "").strip().lower() == "none":
         return False

@@ -84,8 +84,10 @@ def _binary_sign_fused(x):
     return fused.compiled(binary_sign)(x) if fused.active() else binary_sign(x)
 
 
-def _pass_inside_clip(x, upstream, clip_value):
-    """``upstream`` where |x| <= clip_value, 0 elsewhere."""
+def pass_inside_clip(x, upstream, clip_value):
+    """``upstream`` where |x| <= clip_value, 0 elsewhere: the straight-through
+    estimator's backward pass (``ste_sign``'s pseudo-gradient times the incoming
+    gradient), which ``bnno.nn.fused`` compiles as it stands."""
     inside = ops.less_equal(ops.abs(x), ops.cast(clip_value, x.dtype))
     return ops.where(inside, upstream, ops.zeros_like(upstream))
 
@@ -97,8 +99,8 @@ def _clipped_identity_gradient(clip_value: Optional[float]):
         if clip_value is None:
             return upstream
         if fused.active():  # one XLA pass (bnno.nn.fused)
-            return fused.compiled(_pass_inside_clip)(x, upstream, clip_value)
-        return _pass_inside_clip(x, upstream, clip_value)
+            return fused.compiled(pass_inside_clip)(x, upstream, clip_value)
+        return pass_inside_clip(x, upstream, clip_value)
 
     return gradient
 

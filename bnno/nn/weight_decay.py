@@ -1,8 +1,8 @@
 """Coupled weight decay (L2 on the gradient), as PyTorch's optimizers apply ``weight_decay``.
 
-The BNN training tricks (document 003, "Weight decay setting" and "Optimizer": 1e-5 in
-stage 1, 0 in stage 2, with ``torch.optim.Adam(model.parameters(), lr,
-weight_decay=...)``) use PyTorch's coupled decay: before the Adam update, every
+CAS-CLab's "Training Tricks for Binarized Neural Networks" ("Weight decay setting" and
+"Optimizer": 1e-5 in stage 1, 0 in stage 2, with ``torch.optim.Adam(model.parameters(),
+lr, weight_decay=...)``) use PyTorch's coupled decay: before the Adam update, every
 gradient becomes
 
     g <- g + weight_decay * w
@@ -18,7 +18,9 @@ real-valued variables (and, in latent-weight recipes, the latent weights) are tr
 by Adam; Bop keeps its kernels at exactly +-1, where a decay has no meaning.
 
 References:
-    - Training tricks for binarized neural networks (CAS-CLab), document 003.
+    - CAS-CLab, "Training Tricks for Binarized Neural Networks" (a collection of BNN
+      training tricks, in PyTorch),
+      https://github.com/CAS-CLab/Training-Tricks-for-Binarized-Neural-Networks
     - Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
       https://arxiv.org/abs/1711.05101 (why decoupled decay differs).
 """

@@ -165,12 +165,12 @@ def _draw_accuracy(axes, column: Column, colors: Dict[str, Any]) -> None:
     for run in column.runs:
         label = column.label(run)
         color = colors[label]
-        line = plots._plot(axes, run.column("accuracy"), color=color, label=label)
-        plots._plot(axes, run.column("val_accuracy"), color=color, linestyle="--")
+        line = plots.plot_per_epoch(axes, run.column("accuracy"), color=color, label=label)
+        plots.plot_per_epoch(axes, run.column("val_accuracy"), color=color, linestyle="--")
         handles.setdefault(label, line[0])
     keys = [Line2D([], [], color="gray", label="train"),
             Line2D([], [], color="gray", linestyle="--", label="validation")]
-    plots._style(axes, "Epoch", "Accuracy", column.title())
+    plots.style_axes(axes, "Epoch", "Accuracy", column.title())
     _legend(axes, list(handles.values()) + keys)
 
 
@@ -191,10 +191,10 @@ def _draw_pi(axes, column: Column, colors: Dict[str, Any]) -> None:
     drawn = [y for line in axes.get_lines() for y in line.get_ydata()]
     axes.set_ylim(-9.25, max([PI_TOP] + [y + 0.25 for y in drawn]))
     if handles:
-        plots._style(axes, "Epoch", PI_LABEL, _pi_title(column.runs, per_step))
+        plots.style_axes(axes, "Epoch", PI_LABEL, _pi_title(column.runs, per_step))
         _legend(axes, list(handles.values()))
     else:
-        plots._style(axes, "Epoch", PI_LABEL, f"{PI_LABEL} of the last binary layer")
+        plots.style_axes(axes, "Epoch", PI_LABEL, f"{PI_LABEL} of the last binary layer")
         axes.text(0.5, 0.5, "no flip ratios logged\n(these runs wrote no TensorBoard events)",
                   transform=axes.transAxes, ha="center", va="center", color="gray")
 
@@ -232,7 +232,7 @@ def draw(columns: List[Column]):
     grid = figure.subplots(2, len(columns), squeeze=False, sharex="col")
     for index, column in enumerate(columns):
         labels = list(dict.fromkeys(column.label(run) for run in column.runs))
-        colors = dict(zip(labels, plots._colors(len(labels))))
+        colors = dict(zip(labels, plots.line_colors(len(labels))))
         _draw_accuracy(grid[0][index], column, colors)
         _draw_pi(grid[1][index], column, colors)
         epochs = max(max(run.epochs_done, run.epochs_planned or 0) for run in column.runs)

@@ -109,7 +109,9 @@ def _figure(count: int, title: str):
     return figure, axes
 
 
-def _colors(count: int) -> List[Any]:
+def line_colors(count: int) -> List[Any]:
+    """``count`` colours that tell lines apart: matplotlib's ten default ones, or
+    evenly spaced along viridis for more lines."""
     import matplotlib
 
     if count <= 10:
@@ -118,7 +120,9 @@ def _colors(count: int) -> List[Any]:
     return [colormap(index / (count - 1)) for index in range(count)]
 
 
-def _style(axes, xlabel: str, ylabel: str, title: str) -> None:
+def style_axes(axes, xlabel: str, ylabel: str, title: str) -> None:
+    """The report's look of a panel: its labels, its title wrapped to the panel's width,
+    whole epochs on the x axis, a light grid."""
     from matplotlib.ticker import MaxNLocator
 
     lines = [textwrap.fill(line, TITLE_WIDTH) for line in title.split("\n")]
@@ -129,7 +133,9 @@ def _style(axes, xlabel: str, ylabel: str, title: str) -> None:
     axes.grid(True, alpha=0.3)
 
 
-def _plot(axes, points: List[Tuple[int, float]], **style):
+def plot_per_epoch(axes, points: List[Tuple[int, float]], **style):
+    """A line through ``(epoch, value)`` points, each point marked when there are few
+    epochs; ``style`` goes to matplotlib's ``plot``. Returns its lines."""
     epochs = [epoch for epoch, _ in points]
     marker = "o" if len(epochs) <= FEW_EPOCHS else None
     return axes.plot(epochs, [value for _, value in points], marker=marker, markersize=3, **style)
@@ -156,12 +162,12 @@ def accuracy_figure(runs: List[RunReport]):
     figure, all_axes = _figure(len(chosen), "Top-1 accuracy per epoch: training (solid), validation (dashed)")
     for axes, panel in zip(all_axes, chosen):
         handles = []
-        for run, label, color in zip(panel.runs, panel.labels, _colors(len(panel.runs))):
-            handles += _plot(axes, run.column("accuracy"), color=color, label=label)
-            _plot(axes, run.column("val_accuracy"), color=color, linestyle="--")
+        for run, label, color in zip(panel.runs, panel.labels, line_colors(len(panel.runs))):
+            handles += plot_per_epoch(axes, run.column("accuracy"), color=color, label=label)
+            plot_per_epoch(axes, run.column("val_accuracy"), color=color, linestyle="--")
         handles += [Line2D([], [], color="gray", label="training"),
                     Line2D([], [], color="gray", linestyle="--", label="validation")]
-        _style(axes, "epoch", "top-1 accuracy", panel.title)
+        style_axes(axes, "epoch", "top-1 accuracy", panel.title)
         axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
         _legend(axes, handles)
     return figure
@@ -173,7 +179,7 @@ def _log_line(axes, points: List[Tuple[int, float]], label: str, color, zero: st
     positive = [(epoch, value) for epoch, value in points if value > 0]
     if points and not positive:
         label = f"{label} ({zero})"
-    return _plot(axes, positive, color=color, label=label)
+    return plot_per_epoch(axes, positive, color=color, label=label)
 
 
 def _log_axis(axes, epochs: int, empty_text: str) -> bool:
@@ -200,10 +206,10 @@ def flip_ratio_figure(runs: List[RunReport]):
     chosen = panels(flipping)
     figure, all_axes = _figure(len(chosen), "Flip ratio per epoch (all binary weights), log scale")
     for axes, panel in zip(all_axes, chosen):
-        for run, label, color in zip(panel.runs, panel.labels, _colors(len(panel.runs))):
+        for run, label, color in zip(panel.runs, panel.labels, line_colors(len(panel.runs))):
             _log_line(axes, run.scalar("flip_ratio"), label, color)
         _log_axis(axes, max(run.epochs_done for run in panel.runs), "no weight flipped")
-        _style(axes, "epoch", FLIP_LABEL, panel.title)
+        style_axes(axes, "epoch", FLIP_LABEL, panel.title)
         _legend(axes)
     return figure
 
@@ -218,10 +224,10 @@ def layer_flip_ratio_figure(runs: List[RunReport]):
     figure, all_axes = _figure(len(flipping), "Flip ratio per epoch of each binary layer, log scale")
     for axes, run in zip(all_axes, flipping):
         tags = run.layer_flip_tags()
-        for tag, color in zip(tags, _colors(len(tags))):
+        for tag, color in zip(tags, line_colors(len(tags))):
             _log_line(axes, run.scalar(tag), tag.split("/", 1)[1], color)
         drawn = _log_axis(axes, run.epochs_done, "no weight flipped in any layer")
-        _style(axes, "epoch", FLIP_LABEL, run.label())
+        style_axes(axes, "epoch", FLIP_LABEL, run.label())
         if drawn:  # a legend of layers that all say "no flips" says nothing more
             _legend(axes)
     return figure
@@ -257,10 +263,10 @@ def schedules_figure(runs: List[RunReport]):
             if run.scalar(tag):
                 same.setdefault(repr(run.scalar(tag)), []).append(run)
         total = sum(map(len, same.values()))
-        for members, color in zip(same.values(), _colors(len(same))):
+        for members, color in zip(same.values(), line_colors(len(same))):
             _log_line(axes, members[0].scalar(tag), _shared_label(members, total), color, zero="zero")
         _log_axis(axes, max(run.epochs_done for run in runs), "zero throughout")
-        _style(axes, "epoch", name, f"{name} per epoch")
+        style_axes(axes, "epoch", name, f"{name} per epoch")
         _legend(axes)
     return figure
 

@@ -161,13 +161,13 @@ def find(path: pathlib.Path) -> List[Tuple[pathlib.Path, str]]:
 def _sweep_order(path: pathlib.Path):
     """Sort key of found runs: a sweep's runs in the order of its manifest (the grid's
     order, so 1e-08 comes before 1e-06), then everything else by name."""
-    from bnno import sweep
+    from bnno.manifest import MANIFEST_FILE, read_manifest
 
     listed: List[str] = []
-    manifest = path / sweep.MANIFEST_FILE
+    manifest = path / MANIFEST_FILE
     if manifest.is_file():
         try:
-            listed = [str(run["name"]) for run in sweep.read_manifest(manifest)["runs"]]
+            listed = [str(run["name"]) for run in read_manifest(manifest)["runs"]]
         except (RunError, TypeError, KeyError):
             listed = []  # a damaged manifest: fall back to names
     position = {name: index for index, name in enumerate(listed)}

@@ -39,7 +39,7 @@ def test_unresolvable_host():
 
 
 def test_target_is_the_host_or_its_proxy(monkeypatch):
-    assert network._connection_target("https://www.cs.toronto.edu/~kriz/x.tar.gz") == ("www.cs.toronto.edu", 443)
-    assert network._connection_target("http://example.org:8080/x") == ("example.org", 8080)
+    assert network.connection_target("https://www.cs.toronto.edu/~kriz/x.tar.gz") == ("www.cs.toronto.edu", 443)
+    assert network.connection_target("http://example.org:8080/x") == ("example.org", 8080)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert network._connection_target("https://www.cs.toronto.edu/x") == ("proxy.example", 3128)
+    assert network.connection_target("https://www.cs.toronto.edu/x") == ("proxy.example", 3128)

@@ -258,3 +258,19 @@ def test_the_batch_names_are_the_batch_norm_models_and_refuse_another_normalizat
 def test_every_model_has_sets_and_every_file_of_sets_a_model():
     # `bnno list` lists each model with its sets: the two registries must agree.
     assert models.names() == hparams.model_names()
+
+
+def test_builders_declare_their_keys_and_defaults_in_one_place():
+    """``@register(name, key=default, ...)``: a builder reads its keys with no default of
+    its own; a set that lacks one gets the declared default, and "none" reads as None."""
+    assert models.get("binarynet").keys == {
+        "filters": 128, "dense_units": 1024, "kernel_size": 3, "input_quantizer": "ste_sign",
+        "kernel_quantizer": "noop", "kernel_constraint": None,
+    }
+    assert models.get("resnet18_tricks").keys["channel_scale"] is False
+    assert models.with_defaults({"filters": 8, "kernel_constraint": "none"}, models.get("binarynet").keys) == {
+        "filters": 8, "dense_units": 1024, "kernel_size": 3, "input_quantizer": "ste_sign",
+        "kernel_quantizer": "noop", "kernel_constraint": None,
+    }
+    model = models.build("binarynet", {"normalization": "batch"}, (16, 16, 3), 4)  # every key by default
+    assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == [128, 128, 256, 256, 512, 512]

@@ -1,5 +1,5 @@
-"""resnet18_tricks (document 003's tricks on ResNet-18): parameters counted layer by
-layer, the document's block and shortcut order, its stems, and its sets' recipes."""
+"""resnet18_tricks (CAS-CLab's BNN training tricks on ResNet-18): parameters counted
+layer by layer, the tricks' block and shortcut order, its stems, and its sets' recipes."""
 
 import keras
 import numpy as np
@@ -77,7 +77,7 @@ def test_stage1_kernels_are_real_and_stage2_kernels_binary():
         assert sum(is_binary_variable(k) for k in kernels) == binary, set_name
 
 
-def test_blocks_and_shortcuts_follow_document_003():
+def test_blocks_and_shortcuts_follow_the_training_tricks():
     model = build("stage1", (32, 32, 3), 10, "filters=4")
 
     def producer(layer):
@@ -118,7 +118,7 @@ def test_stem_follows_the_input_size_unless_named():
     )
 
 
-def test_sets_carry_document_003s_recipes():
+def test_sets_carry_the_training_tricks_recipes():
     stage1 = hparams.resolve("resnet18_tricks")  # the default set
     assert hparams.default_set("resnet18_tricks") == "stage1"
     assert (stage1["epochs"], stage1["optimizer"], stage1["learning_rate"], stage1["weight_decay"]) == (

@@ -153,8 +153,8 @@ def test_modes():
 ])
 def test_auto_respects_a_onednn_instruction_cap(monkeypatch, cap, allowed):
     # As on a CPU with AMX, so that only the cap decides.
-    monkeypatch.setattr(binary_conv, "_cpu_has_amx_bf16", lambda: True)
-    monkeypatch.setattr(binary_conv, "_gpus_visible", lambda: False)
+    monkeypatch.setattr(binary_conv, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(binary_conv, "gpus_visible", lambda: False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)

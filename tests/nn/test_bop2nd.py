@@ -272,6 +272,7 @@ def test_under_mixed_precision_moments_stay_float32_and_weights_binary():
 
 
 @requires_tensorflow
+@pytest.mark.slow
 def test_two_replicas_train_like_one_device():
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -56,7 +56,7 @@ def test_binary_sign_and_the_straight_through_gradient_are_unchanged(dtype):
         inside = tf.less_equal(tf.abs(x), tf.cast(1.0, x.dtype))
         return (quantizers.binary_sign(x), fused.compiled(quantizers.binary_sign)(x),
                 tf.where(inside, upstream, tf.zeros_like(upstream)),
-                fused.compiled(quantizers._pass_inside_clip)(x, upstream, 1.0))
+                fused.compiled(quantizers.pass_inside_clip)(x, upstream, 1.0))
 
     sign, fused_sign, gradient, fused_gradient = both(x, upstream)
     assert_bitwise_equal(fused_sign, sign)

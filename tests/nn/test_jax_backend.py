@@ -60,6 +60,7 @@ def test_importing_bnno_nn_on_jax_does_not_import_tensorflow():
     assert result.returncode == 0, result.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_building_block_and_optimizer_tests_pass_on_jax(tmp_path):
     # This process only waits, so the files run in two pytest processes at once, one
     # per core of CI's two cores: about 30 s each instead of about 60 s for one process.

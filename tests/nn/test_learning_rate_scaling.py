@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from bnno import hparams, models, recipe
+from bnno import hparams, models
+from bnno.config import Config
 from bnno.errors import UsageError
 from bnno.nn.layers import QuantConv2D, QuantDense
 from bnno.nn.learning_rate_scaling import (
@@ -71,7 +72,7 @@ def test_other_kernel_ranks_are_refused_with_the_shape():
 def binarynet_and_optimizer():
     values = hparams.resolve("binarynet", "adam_sec52")
     model = models.build("binarynet", values, (32, 32, 3), 10)
-    optimizer = recipe.optimizer(values, steps_per_epoch=1000)  # 50,000 images / 50
+    optimizer = Config.from_values(values).build_optimizer(1000)  # 50,000 images / 50
     optimizer.build(model.trainable_variables)
     return model, optimizer
 
@@ -256,9 +257,9 @@ def test_under_a_mirrored_strategy_each_replicas_kernel_is_scaled():
 
 def test_a_set_turns_it_on_with_its_weight_decay():
     values = hparams.resolve("binarynet", "default", "xavier_learning_rate_scaling=true,weight_decay=1e-4")
-    optimizer = recipe.optimizer(values, steps_per_epoch=10)
+    optimizer = Config.from_values(values).build_optimizer(10)
     assert type(optimizer) is XavierScaledAdam and optimizer.l2 == 1e-4
-    assert type(recipe.optimizer(hparams.resolve("binarynet", "default"), 10)) is keras.optimizers.Adam
+    assert type(hparams.resolve("binarynet", "default").build_optimizer(10)) is keras.optimizers.Adam
 
 
 @pytest.mark.parametrize("set_name, optimizer", [("bop", "bop"), ("bop2ndOrder", "bop2nd")])

@@ -337,6 +337,7 @@ def test_fit_learns_a_separable_problem_with_bop_and_round_trips(tmp_path):
 
 
 @requires_tensorflow
+@pytest.mark.slow
 def test_case_optimizer_under_mirrored_strategy_matches_one_device():
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

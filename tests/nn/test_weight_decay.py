@@ -1,5 +1,5 @@
-"""Coupled weight decay (PyTorch's Adam ``weight_decay``, document 003): one step by
-hand, never on Bop's kernels, and how a set turns into it.
+"""Coupled weight decay (PyTorch's Adam ``weight_decay``, as CAS-CLab's BNN training
+tricks use it): one step by hand, never on Bop's kernels, and how a set turns into it.
 
 Backend-neutral: tests/nn/test_jax_backend.py runs this file on JAX too.
 """
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from bnno import hparams, recipe
+from bnno import hparams
+from bnno.config import Config
 from bnno.errors import UsageError
 from bnno.nn.optimizers import Bop, CaseOptimizer
 from bnno.nn.weight_decay import AdamL2
@@ -87,14 +88,14 @@ def test_adam_l2_round_trips_through_its_config_and_model_save(tmp_path):
 def test_a_sets_weight_decay_builds_adam_l2_and_zero_keeps_keras_adam():
     stage1 = hparams.resolve("resnet18_tricks", "stage1")
     assert stage1["weight_decay"] == 1e-5
-    adam = recipe.optimizer(stage1, steps_per_epoch=10)
+    adam = Config.from_values(stage1).build_optimizer(10)
     assert isinstance(adam, AdamL2) and adam.l2 == 1e-5
-    assert type(recipe.optimizer(hparams.resolve("resnet18_tricks", "stage2"), 10)) is keras.optimizers.Adam
+    assert type(hparams.resolve("resnet18_tricks", "stage2").build_optimizer(10)) is keras.optimizers.Adam
     # In a Bop set, the decay belongs to Adam, the default optimizer; Bop has none.
-    case = recipe.optimizer(hparams.resolve("resnet18_tricks", "stage2_bop", "weight_decay=1e-4"), 10)
+    case = hparams.resolve("resnet18_tricks", "stage2_bop", "weight_decay=1e-4").build_optimizer(10)
     assert isinstance(case.default_optimizer, AdamL2) and case.default_optimizer.l2 == 1e-4
     assert isinstance(case.optimizers[0], Bop)
-    assert type(recipe.optimizer(hparams.resolve("binarynet", "bop"), 10).default_optimizer) is keras.optimizers.Adam
+    assert type(hparams.resolve("binarynet", "bop").build_optimizer(10).default_optimizer) is keras.optimizers.Adam
 
 
 def test_weight_decay_is_checked_like_every_number():
