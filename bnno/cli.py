@@ -190,20 +190,20 @@ def _absolute_source(path):
 def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, output_prefix, seed, init_from,
           **options):
     """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet, resnet18_tricks) on a data set."""
-    from bnno import run_dir, training
+    from bnno import lifecycle, run_dir
 
     model = _model_name(model)
     hparams_set, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
     options["preprocess"] = _preprocess_name(options["preprocess"], dataset)
     if output_dir is None:
         output_dir = run_dir.default_output_dir(output_prefix, dataset, model, hparams_set)
-    run = training.Run(
+    run = run_dir.Run(
         model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
         output_dir=pathlib.Path(output_dir).expanduser(), overrides=resolved.overrides,
         hparams_file=_absolute_file(hparams_file), seed=seed, init_from=init_from,
         command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
     )
-    result = training.train(run, echo=click.echo)
+    result = lifecycle.train(run, echo=click.echo)
     last = result["history"][-1] if result["history"] else {}
     click.echo(
         f"Finished {result['epochs']} epochs; val_accuracy {last.get('val_accuracy', '?')}; "
@@ -246,8 +246,8 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
     Running the same command again skips finished runs and resumes an interrupted one.
     """
     from bnno import config as hp
+    from bnno import lifecycle
     from bnno import sweep as sweep_lib
-    from bnno import training
     from bnno.registry import unknown_choice_message
 
     if executor not in sweep_lib.EXECUTORS:
@@ -267,7 +267,7 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
     options["preprocess"] = _preprocess_name(options["preprocess"], dataset)
     hparams_file = _absolute_file(hparams_file)
     plan = sweep_lib.Sweep(
-        model=model, dataset=training.absolute_if_folder(dataset), hparams_set=hparams_set,
+        model=model, dataset=lifecycle.absolute_if_folder(dataset), hparams_set=hparams_set,
         grid=sweep_lib.typed_grid(model, hparams_set, overrides, grid, hparams_file),
         output_dir=pathlib.Path(output_dir).expanduser().resolve(), seeds=seeds, overrides=overrides,
         hparams_file=hparams_file, options=options,
@@ -461,9 +461,9 @@ def benchmark(model, hparams_set, overrides, hparams_file, dataset, batch_size, 
 @_starting_tensorflow
 def evaluate(output_dir, data_dir):
     """Top-1 and top-5 accuracy on the validation split of a finished or running run."""
-    from bnno import training
+    from bnno import lifecycle
 
-    results = training.evaluate(output_dir, data_dir=data_dir, echo=click.echo)
+    results = lifecycle.evaluate(output_dir, data_dir=data_dir, echo=click.echo)
     click.echo(
         f"epoch {results['epoch']}: top-1 {results['accuracy']:.4f}, "
         f"top-5 {results['top5_accuracy']:.4f}, loss {results['loss']:.4f}"

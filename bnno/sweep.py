@@ -268,15 +268,15 @@ def run_local(sweep: Sweep, echo=print, train: Optional[Callable[[run_dir.Run], 
 
 
 def _train_quietly(run: run_dir.Run) -> Dict[str, Any]:
-    """``bnno.training.train`` without its per-run output, in a fresh Keras session
+    """``bnno.lifecycle.train`` without its per-run output, in a fresh Keras session
     (each run builds its model from scratch; nothing carries over between runs)."""
     import keras
 
-    from bnno import training
+    from bnno import lifecycle
 
     keras.backend.clear_session()
     run.verbose = 0
-    return training.train(run, echo=lambda *args, **kwargs: None)
+    return lifecycle.train(run, echo=lambda *args, **kwargs: None)
 
 
 def _duration(seconds: float) -> str:

@@ -184,7 +184,7 @@ def test_tensorboard_without_runs_says_where_it_looked(tmp_path):
 @pytest.fixture
 def runs(monkeypatch):
     """The runs `bnno train` would start (the training itself is not run)."""
-    from bnno import training
+    from bnno import lifecycle
 
     started = []
 
@@ -192,7 +192,7 @@ def runs(monkeypatch):
         started.append(run)
         return {"history": [], "epochs": 0}
 
-    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(lifecycle, "train", train)
     return started
 
 

@@ -32,7 +32,7 @@ def example_value(option: options.Option):
 @pytest.fixture
 def started(monkeypatch):
     """The runs `bnno train` would start (the training itself is not run)."""
-    from bnno import training
+    from bnno import lifecycle
 
     runs = []
 
@@ -40,7 +40,7 @@ def started(monkeypatch):
         runs.append(run)
         return {"history": [], "epochs": 0}
 
-    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(lifecycle, "train", train)
     return runs
 
 

@@ -86,7 +86,8 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from bnno import hparams, training as train
+    from bnno import hparams, lifecycle
+    from bnno import training as train
     import bnno.nn  # noqa
 
     data, out = sys.argv[1], pathlib.Path(sys.argv[2])
@@ -95,7 +96,7 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent(
     for strategy in ("default", "mirrored"):
         run = train.Run(model="binarynet", dataset=data, hparams_set="bop", hparams=h,
                         output_dir=out / strategy, strategy=strategy, verbose=0, tensorboard=False)
-        histories[strategy] = train.train(run)["history"]
+        histories[strategy] = lifecycle.train(run)["history"]
     one = keras.saving.load_model(out / "default" / "model.keras")
     two = keras.saving.load_model(out / "mirrored" / "model.keras")
     binary = identical = 0
@@ -132,16 +133,16 @@ WORKER = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     import tensorflow as tf
-    from bnno import training as train
+    from bnno import lifecycle
 
     # Test instrumentation: keep each worker's final weights, and optionally die
     # (SIGKILL) right after the first checkpoint, as a preempted job would.
     weights_file, die_after_first = sys.argv[1], sys.argv[2] == "die"
-    export = train.export
+    export = lifecycle.export
     def export_and_keep_weights(trainer):
         np.savez(weights_file, *[w.numpy() for w in trainer.model.weights])
         export(trainer)
-    train.export = export_and_keep_weights
+    lifecycle.export = export_and_keep_weights
     if die_after_first:
         save = tf.train.CheckpointManager.save
         def save_then_die(self, *args, **kwargs):
