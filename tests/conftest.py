@@ -14,3 +14,18 @@ def _seeded():
 
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture
+def started_runs(monkeypatch):
+    """The runs `bnno train` would start (the training itself is not run)."""
+    from bnno import lifecycle
+
+    runs = []
+
+    def train(run, echo=print):
+        runs.append(run)
+        return {"history": [], "epochs": 0}
+
+    monkeypatch.setattr(lifecycle, "train", train)
+    return runs

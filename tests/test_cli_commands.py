@@ -181,21 +181,6 @@ def test_tensorboard_without_runs_says_where_it_looked(tmp_path):
 # --- defaults: the paper's recipe, and a user's own sets --------------------------------
 
 
-@pytest.fixture
-def runs(monkeypatch):
-    """The runs `bnno train` would start (the training itself is not run)."""
-    from bnno import lifecycle
-
-    started = []
-
-    def train(run, echo=print):
-        started.append(run)
-        return {"history": [], "epochs": 0}
-
-    monkeypatch.setattr(lifecycle, "train", train)
-    return started
-
-
 @pytest.mark.parametrize(
     "args, hparams_set, preprocess",
     [
@@ -209,13 +194,13 @@ def runs(monkeypatch):
     ],
 )
 def test_train_runs_the_default_set_and_preprocessing_and_records_their_names(
-    runs, tmp_path, args, hparams_set, preprocess
+    started_runs, tmp_path, args, hparams_set, preprocess
 ):
     from bnno import hparams
 
     result = invoke("train", *args, "--output-prefix", tmp_path)
     assert result.exit_code == 0, result.output
-    (run,) = runs
+    (run,) = started_runs
     assert (run.hparams_set, run.preprocess, run.hparams_file) == (hparams_set, preprocess, None)
     assert run.hparams == hparams.resolve(run.model, hparams_set)
     assert run.output_dir.name.startswith(f"{hparams_set}_")
@@ -230,19 +215,19 @@ def test_train_runs_the_default_set_and_preprocessing_and_records_their_names(
         (["--tensorboard", "0"], False), (["--tensorboard=True", "--no-tensorboard"], False),
     ],
 )
-def test_tensorboard_is_a_flag_that_also_takes_true_or_false(runs, tmp_path, flags, tensorboard):
+def test_tensorboard_is_a_flag_that_also_takes_true_or_false(started_runs, tmp_path, flags, tensorboard):
     result = invoke("train", "binarynet", "--dataset", "cifar10", *flags, "--output-dir", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert runs[0].tensorboard is tensorboard
+    assert started_runs[0].tensorboard is tensorboard
 
 
-def test_train_with_a_users_file_records_its_path_and_set(runs, tmp_path, monkeypatch):
+def test_train_with_a_users_file_records_its_path_and_set(started_runs, tmp_path, monkeypatch):
     (tmp_path / "mine.yaml").write_text("wide:\n  extends: binarynet:bop\n  filters: 256\n")
     monkeypatch.chdir(tmp_path)
     result = invoke("train", "binarynet", "--dataset", "cifar10", "--hparams-file", "mine.yaml",
                     "--hparams", "epochs=2", "--output-dir", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    (run,) = runs
+    (run,) = started_runs
     assert (run.hparams_set, run.hparams_file) == ("wide", str(tmp_path / "mine.yaml"))
     assert run.hparams["filters"] == 256 and run.hparams["epochs"] == 2
     assert run.hparams["threshold"] == 1e-6  # from binarynet:bop

@@ -29,23 +29,10 @@ def example_value(option: options.Option):
     return f"some {option.name} value"
 
 
-@pytest.fixture
-def started(monkeypatch):
-    """The runs `bnno train` would start (the training itself is not run)."""
-    from bnno import lifecycle
-
-    runs = []
-
-    def train(run, echo=print):
-        runs.append(run)
-        return {"history": [], "epochs": 0}
-
-    monkeypatch.setattr(lifecycle, "train", train)
-    return runs
 
 
 @pytest.mark.parametrize("values", ["defaults", "others"])
-def test_every_run_option_round_trips_through_a_sweeps_train_command(tmp_path, started, values):
+def test_every_run_option_round_trips_through_a_sweeps_train_command(tmp_path, started_runs, values):
     """What `bnno sweep --executor print` (and slurm) writes, `bnno train` reads back as
     the same options: a new option cannot vanish from sweeps."""
     given = {
@@ -62,7 +49,7 @@ def test_every_run_option_round_trips_through_a_sweeps_train_command(tmp_path, s
     assert arguments[:2] == ["bnno", "train"]
     result = CliRunner().invoke(cli, arguments[1:])
     assert result.exit_code == 0, result.output
-    (run,) = started
+    (run,) = started_runs
     assert {name: getattr(run, name) for name in given} == given
     assert (run.seed, run.output_dir) == (0, tmp_path / "sweep" / point.name)
 

@@ -11,6 +11,7 @@ from bnno.config.keys import COMMON_KEYS, DECAY_KEYS, TYPE_NAMES, as_float
 from bnno.errors import UsageError
 from bnno.registry import unknown_choice_message
 
+
 def split_top_level(text: str, what: str) -> List[str]:
     """``text`` split on the commas outside brackets, each part stripped, empty parts
     left out: ``"a=1, b=[1, 2],"`` -> ``["a=1", "b=[1, 2]"]``. Unbalanced brackets are a
