@@ -3,7 +3,8 @@ training logic lives here. TensorFlow is imported inside commands only, so that
 ``bnno --help`` answers at once.
 
 Library errors become one-sentence messages: ``bnno.errors.UsageError`` exits 2,
-``bnno.errors.RunError`` exits 1; neither prints a traceback.
+``bnno.errors.RunError`` exits 1, and a run stopped by a signal after its checkpoint
+(``bnno.errors.Interrupted``) exits 75 (``REQUEUE_EXIT_CODE``); none prints a traceback.
 """
 
 import functools
@@ -18,7 +19,7 @@ import click
 
 from bnno import __version__
 from bnno.config.options import click_options
-from bnno.errors import RunError, UsageError
+from bnno.errors import REQUEUE_EXIT_CODE, Interrupted, RunError, UsageError
 
 LIST_TOPICS = ("models", "hparams", "preprocess", "datasets")
 
@@ -41,6 +42,9 @@ def _reporting_errors(command):
             raise click.UsageError(str(error)) from None
         except RunError as error:
             raise click.ClickException(str(error)) from None
+        except Interrupted as error:  # a signal; the checkpoint of the step is written
+            click.echo(str(error), err=True)
+            sys.exit(REQUEUE_EXIT_CODE)
         except KeyboardInterrupt:
             raise click.ClickException(
                 "Interrupted. Checkpoints of finished epochs are kept; run the same command "

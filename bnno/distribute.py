@@ -96,3 +96,9 @@ def is_chief(strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def is_multi_worker(strategy) -> bool:
+    """True when this process is one of several workers (whose steps must agree)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return getattr(resolver, "task_type", None) is not None

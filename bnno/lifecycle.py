@@ -2,8 +2,8 @@
 (``--init-from``), train its epochs with :mod:`bnno.training`'s loop, export its model,
 and evaluate it later.
 
-Running again into the same directory resumes after the last finished epoch (from the
-newest readable checkpoint); nothing already written is removed. What a run directory
+Running again into the same directory resumes from the newest readable checkpoint (of
+an epoch, or inside one: ``bnno.preemption``); nothing already written is removed. What a run directory
 holds, and when a run may be resumed, is :mod:`bnno.run_dir`'s business.
 """
 
@@ -56,7 +56,7 @@ def train(run: Run, echo=print) -> Dict[str, Any]:
 
 
 def _has_checkpoints(run: Run) -> bool:
-    return bool(run_dir.checkpoints_newest_first(run.output_dir / run_dir.CHECKPOINT_DIR))
+    return run_dir.has_checkpoints(run.output_dir)
 
 
 def _source_to_start_from(run: Run):
@@ -105,24 +105,29 @@ def _train(trainer: Trainer, resuming: bool, recorded_epochs: Optional[int], sta
             run_dir.write_record(run)
             if run.tensorboard:
                 _write_hparams_summary(run)
-    trainer.restore_newest_checkpoint()
+    restored = trainer.restore_newest_checkpoint()
     start, epochs = int(trainer.epoch.numpy()), run.hparams["epochs"]
     if recorded_epochs is not None and trainer.is_chief:
         run_dir.record_extension(run, recorded_epochs, at_epoch=start)
         echo(f"Epochs of this run: {recorded_epochs} -> {epochs} (recorded in {run_dir.HPARAMS_FILE}).")
     history = run_dir.History(trainer.write_dir / run_dir.HISTORY_FILE, keep_epochs=start)
     echo(f"Training {run.model} on {run.dataset} ({run.hparams_set}) into {run.output_dir}")
-    if start >= epochs:
-        echo(f"This run already finished all {epochs} epochs; nothing to train.")
-    else:
-        if start:
-            echo(f"Resuming after epoch {start} of {epochs}.")
-        elif trainer.is_chief:
-            _write_summary(trainer, echo)
-        run_epochs(trainer, start, epochs, history)
-    export(trainer)
-    if not trainer.is_chief:
-        shutil.rmtree(trainer.write_dir, ignore_errors=True)
+    try:
+        if start >= epochs:
+            echo(f"This run already finished all {epochs} epochs; nothing to train.")
+        else:
+            if trainer.resumed is not None:
+                echo(f"Resuming in epoch {start + 1} of {epochs}, after step {trainer.resumed.step} of "
+                     f"{trainer.steps_per_epoch} ({run_dir.CHECKPOINT_DIR}/{run_dir.IN_EPOCH_DIR}/{restored.name}).")
+            elif start:
+                echo(f"Resuming after epoch {start} of {epochs}.")
+            elif trainer.is_chief:
+                _write_summary(trainer, echo)
+            run_epochs(trainer, start, epochs, history)
+        export(trainer)
+    finally:  # finished, failed or stopped by a signal
+        if not trainer.is_chief:
+            shutil.rmtree(trainer.write_dir, ignore_errors=True)
     return {"epochs": int(trainer.epoch.numpy()), "history": history.rows}
 
 
@@ -168,7 +173,8 @@ def evaluate(output_dir, data_dir: Optional[str] = None, echo=print) -> Dict[str
     )
     with restoring_precision_policy():
         trainer = Trainer(run, echo=echo)
-        if trainer.restore_newest_checkpoint(set_aside_unreadable=False) is None:
+        # An epoch's checkpoint: what is evaluated is the model after a whole epoch.
+        if trainer.restore_newest_checkpoint(set_aside_unreadable=False, in_epoch=False) is None:
             raise RunError(f"{output_dir} has no checkpoint yet: it has not finished an epoch.")
         results = trainer.evaluate()
     return {"epoch": int(trainer.epoch.numpy()), **results}

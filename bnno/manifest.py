@@ -1,6 +1,7 @@
 """A sweep's manifest, ``sweep.yaml`` in the sweep's directory: the sweep's definition
 (model, data set, set, grid, seeds, overrides), the train options of its runs, and
-every run with its values and state (pending, running, done, failed).
+every run with its values and state (pending, running, done, failed, or interrupted:
+stopped by a signal after saving its step, resumed when the sweep runs again).
 
 :mod:`bnno.sweep` writes it as the runs go; :mod:`bnno.report` reads it to list a
 sweep's runs in the grid's order. Both read and write it here, and only here.

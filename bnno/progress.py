@@ -113,7 +113,9 @@ class PlainProgress(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._epoch_began = self._window_began = self._train_ended = self.clock()
-        self._window_step = self._steps_done = 0
+        # A run resumed inside the epoch starts after the steps it had trained.
+        self._first_step = int((logs or {}).get("resumed_at_step", 0))
+        self._window_step = self._steps_done = self._first_step
 
     def on_train_batch_end(self, batch, logs=None):
         step, now = batch + 1, self.clock()
@@ -139,8 +141,9 @@ class PlainProgress(keras.callbacks.Callback):
             _metrics(logs or {}, EPOCH_METRICS),
         ]
         train_seconds = self._train_ended - self._epoch_began
-        if self._steps_done and train_seconds > 0:
-            parts.append(f"{self._steps_done * self.batch_size / train_seconds:6.0f} images/s")
+        steps_trained = self._steps_done - self._first_step
+        if steps_trained and train_seconds > 0:
+            parts.append(f"{steps_trained * self.batch_size / train_seconds:6.0f} images/s")
         parts.append(f"took {format_duration(took)}")
         remaining = self.epochs - (epoch + 1)
         if remaining > 0:

@@ -7,7 +7,8 @@ A run directory holds
   weights it started from (``--init-from``), the versions, and every extension of its
   epochs;
 - ``history.csv``, one row per finished epoch;
-- ``checkpoints/``, a checkpoint after every epoch (the newest ``CHECKPOINTS_KEPT``);
+- ``checkpoints/``, a checkpoint after every epoch (the newest ``CHECKPOINTS_KEPT``),
+  and in ``checkpoints/in_epoch/`` the newest checkpoints inside an epoch;
 - TensorBoard events (``train/``, ``validation/``), ``summary.txt``, and at the end
   ``model.keras`` and ``binary.weights.h5``.
 
@@ -35,6 +36,9 @@ from bnno.errors import RunError, UsageError
 HPARAMS_FILE = "hparams.yaml"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
+#: Checkpoints inside an epoch (``--checkpoint-every``, or a stop signal), under
+#: ``checkpoints/``: ``step-<global step>``, the newest ``IN_EPOCH_KEPT``.
+IN_EPOCH_DIR = "in_epoch"
 MODEL_FILE = "model.keras"
 BINARY_WEIGHTS_FILE = "binary.weights.h5"
 SUMMARY_FILE = "summary.txt"
@@ -45,6 +49,9 @@ HISTORY_COLUMNS = [
 #: Checkpoints kept (the newest): if the newest is unreadable (a full disk, a crash
 #: during a copy), the run resumes from the newest readable one.
 CHECKPOINTS_KEPT = 3
+#: Checkpoints inside an epoch kept: two, so that one survives a crash while the next
+#: is written; an epoch's own checkpoint supersedes them.
+IN_EPOCH_KEPT = 2
 
 
 @dataclasses.dataclass
@@ -133,6 +140,11 @@ def write_record(run: Run) -> None:
         "data_dir": run.data_dir,
         "init_from": run.init_from,
         "command_line": run.command_line,
+        # The other run options as this run started (a resumed run may change them).
+        "run_options": {
+            option.name: getattr(run, option.name) for option in options.OPTIONS
+            if not option.identity and option.name != "data_dir"
+        },
         "versions": _versions(),
     }
     atomic_write(run.output_dir / HPARAMS_FILE, yaml.safe_dump(record, sort_keys=False))
@@ -267,18 +279,36 @@ class History:
 # --- checkpoints --------------------------------------------------------------------------
 
 
-def checkpoints_newest_first(checkpoint_dir: pathlib.Path) -> List[pathlib.Path]:
-    """The checkpoint prefixes (``.../ckpt-N``) in ``checkpoint_dir``, newest first.
+def checkpoints_newest_first(checkpoint_dir: pathlib.Path, name: str = "ckpt") -> List[pathlib.Path]:
+    """The checkpoint prefixes (``.../ckpt-N``; ``name``-N) in ``checkpoint_dir``,
+    newest (highest N) first.
 
     Found from the files themselves, not TensorFlow's ``checkpoint`` state file, so a
     damaged state file does not hide them.
     """
     prefixes = []
-    for index in pathlib.Path(checkpoint_dir).glob("ckpt-*.index"):
-        number = index.name[len("ckpt-"):-len(".index")]
+    for index in pathlib.Path(checkpoint_dir).glob(f"{name}-*.index"):
+        number = index.name[len(name) + 1:-len(".index")]
         if number.isdigit():
             prefixes.append((int(number), index.with_suffix("")))
     return [prefix for _, prefix in sorted(prefixes, reverse=True)]
+
+
+def checkpoint_number(prefix: pathlib.Path) -> int:
+    """N of ``.../ckpt-N`` (the epoch) or ``.../step-N`` (the global step)."""
+    return int(prefix.name.rsplit("-", 1)[1])
+
+
+def in_epoch_checkpoints_newest_first(checkpoint_dir: pathlib.Path) -> List[pathlib.Path]:
+    """The prefixes ``.../in_epoch/step-N`` of the checkpoints inside epochs, newest first."""
+    return checkpoints_newest_first(pathlib.Path(checkpoint_dir) / IN_EPOCH_DIR, name="step")
+
+
+def has_checkpoints(output_dir: pathlib.Path) -> bool:
+    """Whether the run in ``output_dir`` has written a checkpoint (of an epoch, or
+    inside one) that it would resume from."""
+    checkpoint_dir = pathlib.Path(output_dir) / CHECKPOINT_DIR
+    return bool(checkpoints_newest_first(checkpoint_dir) or in_epoch_checkpoints_newest_first(checkpoint_dir))
 
 
 def set_aside(prefix: pathlib.Path) -> pathlib.Path:

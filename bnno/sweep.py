@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from bnno import run_dir
 from bnno.config import options as run_options
-from bnno.errors import RunError, UsageError
+from bnno.errors import Interrupted, RunError, UsageError
 from bnno.manifest import MANIFEST_FILE, read_manifest, write_manifest
 
 SLURM_FILE = "sweep.sbatch"
@@ -254,6 +254,13 @@ def run_local(sweep: Sweep, echo=print, train: Optional[Callable[[run_dir.Run], 
         began = time.monotonic()
         try:
             result = train(make_run(sweep, point))
+        except Interrupted:
+            # A signal stopped the sweep after the run saved its step: running the
+            # sweep again resumes this run from there, and then the others.
+            entry["state"] = "interrupted"
+            write_manifest(manifest_path(sweep), manifest)
+            echo(f"{prefix} interrupted; run the same command again to resume it")
+            raise
         except RunError as error:
             entry.update(state="failed", error=str(error))
             echo(f"{prefix} failed: {error}")
@@ -321,7 +328,8 @@ _SLURM_TEMPLATE = """#!/bin/bash
 # A bnno sweep of {model} on {dataset} as a Slurm job array: array task i trains line
 # i+1 of the commands file below (one `bnno train` command per run, written by `bnno
 # sweep --executor slurm`). Submitting it again resumes every unfinished run and skips
-# finished ones, as `bnno train` does with the same --output-dir.
+# finished ones, as `bnno train` does with the same --output-dir. A task stopped near
+# its time limit or preempted saves a checkpoint and requeues itself (see below).
 #
 #   sbatch sweep.sbatch
 #   BNNO_ENV=/shared/envs/bnno sbatch --array=0-{last}%4 sweep.sbatch   # at most 4 at once
@@ -335,6 +343,16 @@ _SLURM_TEMPLATE = """#!/bin/bash
 #SBATCH --gpus-per-task=1
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
+# 120 s before the time limit Slurm sends SIGUSR1 to the job step's tasks: without
+# "B:" (which would signal only this batch shell) that is the bnno process srun
+# starts, directly, so this shell needs no trap to pass it on. bnno finishes its step,
+# saves a checkpoint and exits 75; below, the task then requeues itself. (Slurm may
+# send the signal up to a minute earlier than asked.)
+#SBATCH --signal=USR1@120
+# The task may be requeued: by `scontrol requeue` below, or by Slurm on preemption.
+#SBATCH --requeue
+# A requeued task appends to its log instead of truncating it.
+#SBATCH --open-mode=append
 # <job name>-<array job id>_<array task id>.out, one log per run.
 #SBATCH --output=%x-%A_%a.out
 
@@ -361,6 +379,25 @@ if [[ -z "$command" ]]; then
 fi
 echo "bnno sweep task $task: $command"
 # Each line was written with shell quoting (Python's shlex.join), so eval splits it
-# back into exactly the arguments bnno wrote.
-eval "srun --ntasks=1 $command"
+# back into exactly the arguments bnno wrote. `|| status=$?`: set -e must not end the
+# script on bnno's exit status, which is acted on below.
+status=0
+eval "srun --ntasks=1 $command" || status=$?
+# 75 (EX_TEMPFAIL): a signal (the time-limit warning above, or preemption) stopped the
+# run after it saved a checkpoint. Requeue this array task: it runs the same command
+# again, which resumes the run from that checkpoint, mid-epoch. Exit 0, so that the
+# task is not counted as failed; any other status is the task's.
+if [[ "$status" -eq 75 ]]; then
+    job="${{SLURM_JOB_ID:-}}"
+    if [[ -n "${{SLURM_ARRAY_JOB_ID:-}}" ]]; then
+        job="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+    fi
+    echo "bnno sweep task $task: stopped after saving a checkpoint; requeueing job $job to resume it."
+    if ! scontrol requeue "$job"; then
+        echo "Could not requeue job $job: submit this script again to resume the run." >&2
+        exit 75
+    fi
+    exit 0
+fi
+exit "$status"
 """

@@ -20,11 +20,15 @@ import time
 from typing import Dict, List, Optional
 
 from bnno import run_dir
-from bnno.errors import RunError, UsageError
+from bnno.errors import Interrupted, RunError, UsageError
+from bnno.preemption import CheckpointInterval, EpochProgress, StopSignals, interruption_message, parse_signals
 from bnno.registry import unknown_choice_message
 from bnno.run_dir import Run
 
-__all__ = ["Run", "Trainer", "binary_conv_mode", "restoring_precision_policy", "run_epochs", "step_summaries"]
+__all__ = [
+    "InEpochCheckpoints", "Run", "Trainer", "binary_conv_mode", "restoring_precision_policy", "run_epochs",
+    "step_summaries",
+]
 
 
 def _op_determinism_enabled() -> bool:
@@ -110,8 +114,9 @@ class Trainer:
 
     Public surface (used by ``bnno.benchmark`` and the loop below): ``model``,
     ``optimizer``, ``data``, ``batch_size``, ``steps_per_epoch``, ``binary_conv``,
-    ``train_step(images, labels)``, ``distribute(dataset)``, ``train_epoch``,
-    ``evaluate``, ``rates()``, ``restore_newest_checkpoint()``.
+    ``train_step(images, labels)``, ``distribute(dataset)``, ``begin_epoch``,
+    ``train_epoch``, ``evaluate``, ``rates()``, ``restore_newest_checkpoint()``,
+    ``save_in_epoch``.
     """
 
     def __init__(self, run: Run, echo=print, data=None):
@@ -127,6 +132,7 @@ class Trainer:
         # any other TensorFlow work.
         self.strategy = distribute.strategy(run.strategy, echo=echo)
         self.is_chief = distribute.is_chief(self.strategy)
+        self.multi_worker = distribute.is_multi_worker(self.strategy)
         self.echo = echo if self.is_chief else (lambda *args, **kwargs: None)
         self.binary_conv = binary_conv_mode(run)
         if self.binary_conv == "bfloat16":
@@ -138,6 +144,17 @@ class Trainer:
         _set_global_state(run)
         self._build_model_and_optimizer()
         self._make_checkpoints()
+        # What the run has done of the epoch in progress (restored from a checkpoint
+        # inside an epoch: ``resumed``), and the flip counts at the last point of the
+        # step summaries (``--log-every``), which such a checkpoint also keeps.
+        self.resumed: Optional[EpochProgress] = None
+        self.progress = EpochProgress()
+        self.epoch_began = time.monotonic()
+        self.step_summary_counts: Dict[str, tuple] = {}
+        # Requests every worker must act on after the same step: [stop (a signal), save
+        # (the chief's clock)]. Each worker's own values ride on the step's all-reduce of
+        # its accuracy tallies, so all learn the sum after that step at no extra cost.
+        self.requests = tf.Variable([0.0, 0.0], trainable=False, dtype=tf.float32, name="requests")
         self.top_k = min(5, self.data.num_classes)
         self.train_step = self._with_speed_paths(self._make_train_step())
         self._eval_step = self._with_speed_paths(self._make_eval_step())
@@ -189,6 +206,10 @@ class Trainer:
             self.model.compile(optimizer=self.optimizer, loss="sparse_categorical_crossentropy")
             self.flip_ratios = bnn_metrics.FlipRatios(self.model)
             self.epoch = self.tf.Variable(0, dtype=self.tf.int64, trainable=False, name="epoch")
+            layers = len(self.flip_ratios.metrics)
+            self.epoch_progress = self.tf.Variable(
+                self.tf.zeros([EpochProgress.size(layers)], self.tf.float64), trainable=False, name="epoch_progress"
+            )
 
     def _make_checkpoints(self) -> None:
         tf = self.tf
@@ -198,34 +219,68 @@ class Trainer:
             self.checkpoint, str(self.write_dir / run_dir.CHECKPOINT_DIR), max_to_keep=run_dir.CHECKPOINTS_KEPT
         )
         self.checkpoint_dir = self.run.output_dir / run_dir.CHECKPOINT_DIR
+        # Inside an epoch: the same state and the epoch's progress, in their own folder
+        # (each CheckpointManager keeps a state file of its own).
+        self.in_epoch_checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, epoch=self.epoch, progress=self.epoch_progress
+        )
+        self.in_epoch_checkpoints = tf.train.CheckpointManager(
+            self.in_epoch_checkpoint, str(self.write_dir / run_dir.CHECKPOINT_DIR / run_dir.IN_EPOCH_DIR),
+            max_to_keep=run_dir.IN_EPOCH_KEPT, checkpoint_name="step",
+        )
 
     # -- checkpoints ------------------------------------------------------------------
 
-    def restore_newest_checkpoint(self, set_aside_unreadable: bool = True) -> Optional[pathlib.Path]:
+    def _checkpoints_newest_first(self, in_epoch: bool) -> List[pathlib.Path]:
+        """The run's checkpoints by the step they were taken after, newest first; an
+        epoch's own checkpoint before one inside it of the same step (it also holds
+        the epoch's validation)."""
+        candidates = [
+            (run_dir.checkpoint_number(prefix) * self.steps_per_epoch, 1, prefix)
+            for prefix in run_dir.checkpoints_newest_first(self.checkpoint_dir)
+        ]
+        if in_epoch:
+            candidates += [
+                (run_dir.checkpoint_number(prefix), 0, prefix)
+                for prefix in run_dir.in_epoch_checkpoints_newest_first(self.checkpoint_dir)
+            ]
+        return [prefix for _, _, prefix in sorted(candidates, key=lambda c: c[:2], reverse=True)]
+
+    def restore_newest_checkpoint(
+        self, set_aside_unreadable: bool = True, in_epoch: bool = True
+    ) -> Optional[pathlib.Path]:
         """Restore the newest readable checkpoint of the run; returns it (``None`` when
-        the run has none yet).
+        the run has none yet). With ``in_epoch``, checkpoints inside an epoch count
+        too; restoring one sets ``resumed``, the progress of its epoch.
 
         An unreadable one (truncated by a full disk or a crash during a copy) is
-        reported and, with ``set_aside_unreadable``, moved into
-        ``checkpoints/unreadable/`` so that the epoch is trained and saved again;
-        nothing is deleted. ``RunError`` when none can be read.
+        reported and, with ``set_aside_unreadable``, moved into an ``unreadable/``
+        folder beside it so that its steps are trained and saved again; nothing is
+        deleted. ``RunError`` when none can be read.
         """
-        candidates = run_dir.checkpoints_newest_first(self.checkpoint_dir)
+        candidates = self._checkpoints_newest_first(in_epoch)
         unreadable: List[pathlib.Path] = []
         for prefix in candidates:
+            inside_epoch = prefix.parent.name == run_dir.IN_EPOCH_DIR
+            checkpoint = self.in_epoch_checkpoint if inside_epoch else self.checkpoint
             try:
-                self.checkpoint.restore(str(prefix)).assert_existing_objects_matched()
+                checkpoint.restore(str(prefix)).assert_existing_objects_matched()
             except Exception as error:  # noqa: BLE001 - any failure to read means unreadable
-                self.echo(f"Checkpoint {prefix.name} in {self.checkpoint_dir} is unreadable "
+                self.echo(f"Checkpoint {prefix.name} in {prefix.parent} is unreadable "
                           f"({run_dir.first_line(error)}).")
                 unreadable.append(prefix)
                 continue
             if unreadable and set_aside_unreadable and self.is_chief:
-                for damaged in unreadable:
-                    folder = run_dir.set_aside(damaged)
-                self.echo(f"Resuming from {prefix.name}; the unreadable checkpoints are kept in {folder}.")
+                folders = sorted({str(run_dir.set_aside(damaged)) for damaged in unreadable})
+                self.echo(f"Resuming from {prefix.name}; the unreadable checkpoints are kept in "
+                          f"{' and '.join(folders)}.")
             # Flips are counted against the restored kernels, not the fresh ones.
             self.flip_ratios.reset_reference()
+            self.resumed = None
+            if inside_epoch:
+                self.resumed = EpochProgress.from_vector(
+                    self.epoch_progress.numpy(), len(self.flip_ratios.metrics)
+                )
             return prefix
         if unreadable:
             raise RunError(
@@ -252,7 +307,7 @@ class Trainer:
     def _make_train_step(self):
         import keras
 
-        tf, model, optimizer = self.tf, self.model, self.optimizer
+        tf, model, optimizer, requests = self.tf, self.model, self.optimizer, self.requests
         global_batch = self.batch_size
 
         def replica_step(images, labels):
@@ -265,7 +320,7 @@ class Trainer:
                 scaled_loss = optimizer.scale_loss(loss)  # loss scaling under mixed_float16
             gradients = tape.gradient(scaled_loss, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return loss, self._tally(labels, probabilities)
+            return loss, tf.concat([self._tally(labels, probabilities), requests.read_value()], 0)
 
         if self.run.jit_compile:
             replica_step = tf.function(replica_step, jit_compile=True)
@@ -313,28 +368,73 @@ class Trainer:
         """``dataset``'s batches split over the strategy's replicas."""
         return self.strategy.experimental_distribute_dataset(dataset)
 
-    def train_epoch(self, epoch: int, callbacks) -> Dict[str, float]:
-        """One pass over the training data; ``epoch`` counts from 0."""
-        dataset = self.data.train(self.batch_size, epoch=epoch, seed=self.run.seed)
-        loss_sum, tally = 0.0, [0.0, 0.0, 0.0]
-        self.flip_ratios.reset_state()
-        steps = 0
-        for images, labels in self.distribute(dataset.take(self.steps_per_epoch)):
-            callbacks.on_train_batch_begin(steps)
+    def begin_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` (from 0): from the progress restored with a checkpoint
+        inside it (``resumed``), or from nothing."""
+        resumed, self.resumed = self.resumed, None
+        metrics = self.flip_ratios.metrics
+        if resumed is not None:
+            self.progress = resumed
+            for metric, (flips, seen) in zip(metrics, resumed.flip_counts):
+                metric.flips.assign(flips)
+                metric.weights_seen.assign(seen)
+            self.step_summary_counts = {metric.name: counts for metric, counts in zip(metrics, resumed.summary_counts)}
+        else:
+            self.progress = EpochProgress()
+            self.flip_ratios.reset_state()
+            self.step_summary_counts = {}
+        self.epoch_began = time.monotonic() - self.progress.seconds
+
+    def train_epoch(
+        self, epoch: int, callbacks, checkpoints: Optional["InEpochCheckpoints"] = None
+    ) -> Dict[str, float]:
+        """The training steps of epoch ``epoch`` (from 0) after those in ``progress``
+        (``begin_epoch``); ``checkpoints`` saves inside it and stops on a signal."""
+        progress = self.progress
+        dataset = self.data.train(self.batch_size, epoch=epoch, seed=self.run.seed, skip_batches=progress.step)
+        for images, labels in self.distribute(dataset.take(self.steps_per_epoch - progress.step)):
+            if checkpoints is not None:
+                checkpoints.before_step()
+            callbacks.on_train_batch_begin(progress.step)
             loss, step_tally = self.train_step(images, labels)
-            loss = float(loss)
+            loss, step_tally = float(loss), step_tally.numpy().tolist()
             if not math.isfinite(loss):
                 raise RunError(
-                    f"The loss became {loss} at epoch {epoch + 1}, step {steps + 1}, so training "
+                    f"The loss became {loss} at epoch {epoch + 1}, step {progress.step + 1}, so training "
                     f"stopped; the last good checkpoint (epoch {int(self.epoch.numpy())}) is kept "
                     f"in {self.run.output_dir}. Lower learning_rate or gamma with --hparams and "
                     "train into a new --output-dir."
                 )
-            loss_sum += loss
-            tally = [a + float(b) for a, b in zip(tally, step_tally)]
-            steps += 1
-            callbacks.on_train_batch_end(steps - 1, {"loss": loss_sum / steps, "accuracy": tally[0] / tally[2]})
-        return {"loss": loss_sum / max(steps, 1), **_accuracies(tally)}
+            progress.add_step(loss, step_tally[:3])
+            running = {"loss": progress.loss_sum / progress.step, "accuracy": progress.tally[0] / progress.tally[2]}
+            callbacks.on_train_batch_end(progress.step - 1, running)
+            if checkpoints is not None:
+                checkpoints.after_step(epoch, stop=step_tally[3] > 0, save=step_tally[4] > 0)
+        return {"loss": progress.loss_sum / max(progress.step, 1), **_accuracies(progress.tally)}
+
+    def save_in_epoch(self, epoch: int) -> pathlib.Path:
+        """Write a checkpoint after the last step taken of epoch ``epoch`` (with
+        ``progress``); returns its prefix in the run's directory."""
+        metrics = self.flip_ratios.metrics
+        progress = self.progress
+        progress.seconds = time.monotonic() - self.epoch_began
+        progress.flip_counts = list(self.flip_ratios.layer_counts().values())
+        progress.summary_counts = [self.step_summary_counts.get(metric.name, (0.0, 0.0)) for metric in metrics]
+        self.epoch_progress.assign(progress.to_vector(len(metrics)))
+        written = self.in_epoch_checkpoints.save(checkpoint_number=epoch * self.steps_per_epoch + progress.step)
+        return self.checkpoint_dir / run_dir.IN_EPOCH_DIR / pathlib.Path(written).name
+
+    def drop_in_epoch_checkpoints(self) -> None:
+        """Delete the checkpoints inside the epoch whose own checkpoint was just
+        written: that one holds everything they hold, and more."""
+        for prefix in run_dir.in_epoch_checkpoints_newest_first(self.write_dir / run_dir.CHECKPOINT_DIR):
+            for path in prefix.parent.glob(prefix.name + ".*"):
+                path.unlink(missing_ok=True)
+
+    def barrier(self) -> None:
+        """Wait until every worker gets here (a tiny all-reduce), e.g. so that no
+        worker exits while another still writes its checkpoint."""
+        self._sum_over_replicas(self.strategy.run(lambda: self.tf.constant(1.0)))
 
     def evaluate(self, max_steps: Optional[int] = None) -> Dict[str, float]:
         """Loss, top-1 and top-k accuracy on the validation split."""
@@ -378,14 +478,13 @@ def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
 
         wall_seconds = history.wall_seconds
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.began = time.monotonic()
-
         def on_epoch_end(self, epoch, logs=None):
-            self.wall_seconds += time.monotonic() - self.began
+            # From the epoch's beginning, in earlier processes too (a resumed epoch).
+            self.wall_seconds += time.monotonic() - trainer.epoch_began
             history.append(epoch + 1, {**logs, "wall_seconds": self.wall_seconds})
             trainer.epoch.assign(epoch + 1)
             trainer.checkpoints.save(checkpoint_number=epoch + 1)
+            trainer.drop_in_epoch_checkpoints()
 
     callbacks = [EpochRecords()]
     if run.tensorboard and trainer.is_chief:
@@ -437,17 +536,18 @@ def step_summaries(trainer: Trainer, every: int):
             self.write = write
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch, self.counted = epoch, {}  # the flip counts restart each epoch
+            self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
             if (batch + 1) % every:
                 return
             counted = trainer.flip_ratios.layer_counts()
+            # The counts restart each epoch; a checkpoint inside it keeps the last point's.
             since = {}  # per layer: (flips, weights seen) since the last point
             for name, (flips, seen) in counted.items():
-                flips_before, seen_before = self.counted.get(name, (0.0, 0.0))
+                flips_before, seen_before = trainer.step_summary_counts.get(name, (0.0, 0.0))
                 since[name] = (flips - flips_before, seen - seen_before)
-            self.counted = counted
+            trainer.step_summary_counts = counted
             all_flips, all_seen = sum(f for f, _ in since.values()), sum(s for _, s in since.values())
             scalars = {"step_loss": logs["loss"], "step_accuracy": logs["accuracy"]}
             if all_seen:
@@ -462,17 +562,74 @@ def step_summaries(trainer: Trainer, every: int):
     return StepSummaries()
 
 
+class InEpochCheckpoints:
+    """Checkpoints inside an epoch, and the stop on a signal (``bnno.preemption``).
+
+    After every step it writes a checkpoint when ``--checkpoint-every`` is due (a number
+    of steps: global step a multiple of it; a time: on the chief's clock since the last
+    checkpoint, the epoch's included) or when a worker received one of
+    ``--stop-signals``; after a signal's checkpoint it raises ``Interrupted``. One
+    process stops after the step during which the signal came. Several workers must
+    save after the same step: the requests of each (``Trainer.requests``) reach all
+    through the next step's own all-reduce, so they stop one step later; a number of
+    steps is the same everywhere.
+    """
+
+    def __init__(self, trainer: Trainer, interval: CheckpointInterval, signals: StopSignals, clock=time.monotonic):
+        self.trainer, self.interval, self.signals, self.clock = trainer, interval, signals, clock
+        self.sent = [0.0, 0.0]
+        self.saved_at = clock()
+
+    def epoch_saved(self) -> None:
+        """An epoch's checkpoint was just written: the interval starts again."""
+        self.saved_at = self.clock()
+
+    def before_step(self) -> None:
+        trainer = self.trainer
+        stop = 1.0 if self.signals.received else 0.0
+        due = bool(trainer.is_chief and self.interval.seconds and self.clock() - self.saved_at >= self.interval.seconds)
+        wanted = [stop, 1.0 if due else 0.0]
+        if wanted != self.sent:  # a variable write only when a request changes
+            trainer.requests.assign(wanted)
+            self.sent = wanted
+
+    def after_step(self, epoch: int, stop: bool, save: bool) -> None:
+        trainer = self.trainer
+        # One process needs no agreement: it stops after the step the signal came in.
+        stop = stop or (self.signals.received is not None and not trainer.multi_worker)
+        step = trainer.progress.step
+        global_step = epoch * trainer.steps_per_epoch + step
+        by_steps = bool(self.interval.steps) and global_step % self.interval.steps == 0
+        # At the epoch's last step its own checkpoint follows (after validation), unless
+        # the run must stop now: then the resumed run validates.
+        if stop or ((save or by_steps) and step < trainer.steps_per_epoch):
+            written = trainer.save_in_epoch(epoch)
+            self.saved_at = self.clock()
+            if stop:
+                if trainer.multi_worker:
+                    trainer.barrier()  # no worker exits while another still writes
+                raise Interrupted(interruption_message(
+                    self.signals.received, epoch, step, trainer.steps_per_epoch, str(written)
+                ))
+
+
 def run_epochs(trainer: Trainer, start: int, epochs: int, history: run_dir.History) -> None:
-    """Epochs ``start`` to ``epochs`` of training, each followed by validation; the
-    callbacks write progress, TensorBoard, the history file and checkpoints."""
+    """Epochs ``start`` to ``epochs`` of training (the first from where a checkpoint
+    inside it left off), each followed by validation; the callbacks write progress,
+    TensorBoard, the history file and the epochs' checkpoints, and checkpoints inside
+    epochs are written as ``--checkpoint-every`` and ``--stop-signals`` ask."""
     run = trainer.run
     callbacks = _callbacks(trainer, epochs, history)
-    callbacks.on_train_begin()
-    for epoch in range(start, epochs):
-        callbacks.on_epoch_begin(epoch)
-        logs = trainer.train_epoch(epoch, callbacks)
-        logs.update({f"val_{k}": v for k, v in trainer.evaluate(run.max_steps).items()})
-        logs.update(trainer.flip_ratios.results())
-        logs.update(trainer.rates())
-        callbacks.on_epoch_end(epoch, logs)
-    callbacks.on_train_end()
+    with StopSignals(parse_signals(run.stop_signals)) as signals:
+        checkpoints = InEpochCheckpoints(trainer, CheckpointInterval.parse(run.checkpoint_every), signals)
+        callbacks.on_train_begin()
+        for epoch in range(start, epochs):
+            trainer.begin_epoch(epoch)
+            callbacks.on_epoch_begin(epoch, {"resumed_at_step": trainer.progress.step})
+            logs = trainer.train_epoch(epoch, callbacks, checkpoints)
+            logs.update({f"val_{k}": v for k, v in trainer.evaluate(run.max_steps).items()})
+            logs.update(trainer.flip_ratios.results())
+            logs.update(trainer.rates())
+            callbacks.on_epoch_end(epoch, logs)
+            checkpoints.epoch_saved()
+        callbacks.on_train_end()

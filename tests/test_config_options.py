@@ -26,6 +26,8 @@ def example_value(option: options.Option):
         return 7
     if isinstance(option.type, (click.FloatRange, click.types.FloatParamType)):
         return 0.5
+    if isinstance(option.type, options.CheckedText):
+        return option.type.example
     return f"some {option.name} value"
 
 

@@ -223,3 +223,111 @@ def test_two_workers_train_alike_only_the_chief_writes_and_a_killed_cluster_resu
     assert len(list(out.glob("events.out.tfevents.*"))) == 1  # the chief's HParams summary
     rows = (out / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2"]
+
+
+SIGNALLED_WORKER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from bnno import lifecycle, preemption
+
+    # Test instrumentation: keep the worker's final weights, and send this worker a
+    # signal (SIGKILL: a preempted node; SIGTERM: a clean stop) after its Nth step.
+    weights_file, at, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    export = lifecycle.export
+    def export_and_keep_weights(trainer):
+        np.savez(weights_file, *[w.numpy() for w in trainer.model.weights])
+        export(trainer)
+    lifecycle.export = export_and_keep_weights
+    add_step, taken = preemption.EpochProgress.add_step, []
+    def add_step_then_signal(self, *args):
+        add_step(self, *args)
+        taken.append(1)
+        if len(taken) == at and name != "none":
+            os.kill(os.getpid(), getattr(signal, name))
+    preemption.EpochProgress.add_step = add_step_then_signal
+    from bnno.cli import main
+    sys.argv = ["bnno", *sys.argv[4:]]
+    main()
+    """
+)
+
+
+def run_signalled_workers(stripes, out, weights, signals, *options, temporary=None):
+    """Two workers training into ``out``; worker i gets signal ``signals[i]`` = (name,
+    after its Nth step) or None; ``temporary``: their TMPDIR. Returns [(exit code,
+    stdout, stderr)]."""
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    processes = []
+    for index, signalled in enumerate(signals):
+        name, at = signalled or ("none", 0)
+        env = {
+            **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **({"TMPDIR": str(temporary)} if temporary else {}),
+            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        }
+        env.pop("TF_DETERMINISTIC_OPS", None)  # collectives have no deterministic kernels
+        command = [
+            sys.executable, "-c", SIGNALLED_WORKER, str(weights / f"weights{index}.npz"), str(at), name,
+            "train", "binarynet", "--dataset", str(stripes), "--hparams-set", "bop",
+            "--hparams", "filters=8,dense_units=16,epochs=3,batch_size=20", "--output-dir", str(out), *options,
+        ]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for process in processes:
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            raise
+        results.append((process.returncode, stdout, stderr))
+    return results
+
+
+@pytest.mark.slow
+def test_two_workers_killed_inside_an_epoch_or_signalled_resume_to_the_uninterrupted_result(stripes, tmp_path):
+    """60 images in global batches of 20: 3 steps an epoch, 3 epochs; a checkpoint every
+    2 steps (global steps 2, 4 and 8; 6 is the end of epoch 2)."""
+    whole, weights_whole = tmp_path / "whole", tmp_path / "weights-whole"
+    weights_whole.mkdir()
+    for code, _, stderr in run_signalled_workers(stripes, whole, weights_whole, [None, None]):
+        assert code == 0, stderr[-3000:]
+
+    out, weights = tmp_path / "run", tmp_path / "weights"
+    weights.mkdir()
+    # Both nodes lost after step 5 (epoch 2, step 2): the newest checkpoint is step 4.
+    killed = run_signalled_workers(stripes, out, weights, [("SIGKILL", 5)] * 2, "--checkpoint-every", "2")
+    assert [code for code, _, _ in killed] == [-signal.SIGKILL] * 2, [e[-1500:] for _, _, e in killed]
+    assert sorted(p.name for p in (out / "checkpoints" / "in_epoch").glob("*.index")) == ["step-2.index", "step-4.index"]
+
+    # Resumed; then worker 1 alone gets SIGTERM after its first step (step 5). Its stop
+    # request reaches the chief with step 6, the last of epoch 2: both save it and exit 75.
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    stopped = run_signalled_workers(stripes, out, weights, [None, ("SIGTERM", 1)], "--checkpoint-every", "2",
+                                    temporary=temporary)
+    assert [code for code, _, _ in stopped] == [75, 75], [e[-1500:] for _, _, e in stopped]
+    chief_out, chief_err = stopped[0][1], stopped[0][2]
+    assert "Resuming in epoch 2 of 3, after step 1 of 3 (checkpoints/in_epoch/step-4)." in chief_out
+    assert chief_err.strip().splitlines()[-1].startswith(
+        "Stopped (another worker was signalled) at epoch 2, step 3 of 3, after saving")
+    assert stopped[1][2].strip().splitlines()[-1].startswith("Stopped (SIGTERM received) at epoch 2, step 3 of 3")
+    assert (out / "checkpoints" / "in_epoch" / "step-6.index").exists()
+    assert not (out / "checkpoints" / "ckpt-2.index").exists()  # epoch 2 is not validated yet
+    assert not list(temporary.iterdir())  # worker 1 removed its temporary checkpoint folder
+
+    finished = run_signalled_workers(stripes, out, weights, [None, None], "--checkpoint-every", "2")
+    for code, _, stderr in finished:
+        assert code == 0, stderr[-3000:]
+    assert "Resuming in epoch 2 of 3, after step 3 of 3 (checkpoints/in_epoch/step-6)." in finished[0][1]
+
+    def history(run):
+        rows = (run / "history.csv").read_text().splitlines()
+        return [",".join(row.split(",")[:-1]) for row in rows]  # without wall_seconds
+
+    assert history(out) == history(whole)
+    for index in range(2):
+        expected, actual = np.load(weights_whole / f"weights{index}.npz"), np.load(weights / f"weights{index}.npz")
+        assert len(expected.files) == len(actual.files) > 0
+        for name in expected.files:
+            np.testing.assert_array_equal(expected[name], actual[name])

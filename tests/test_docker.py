@@ -314,16 +314,18 @@ def test_sbatch_runs_bnno_train_in_a_slurm_step(sbatch_text):
     assert "bnno train" in sbatch_text
 
 
-def run_sbatch_with_fake_slurm(tmp_path, environment):
+def run_sbatch_with_fake_slurm(tmp_path, environment, bnno_exit=0, scontrol_exit=0):
     """Run the script as Slurm would on the first node of the allocation, with
-    stand-ins for ``srun`` (drops its own options, runs the rest) and ``bnno`` that
-    record their arguments."""
+    stand-ins for ``srun`` (drops its own options, runs the rest), ``bnno`` (exits with
+    ``bnno_exit``) and ``scontrol`` (exits with ``scontrol_exit``) that record their
+    arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "calls"
     fakes = {
         "srun": 'while [[ $# -gt 0 && $1 == --* ]]; do shift; done\nexec "$@"\n',
-        "bnno": "",
+        "bnno": f"exit {bnno_exit}\n",
+        "scontrol": f"exit {scontrol_exit}\n",
     }
     for tool, body in fakes.items():
         (bin_dir / tool).write_text(
@@ -362,6 +364,39 @@ def test_sbatch_launches_the_papers_imagenet_command_through_srun(tmp_path):
                           ("--data-dir", str(tmp_path / "tfds")), ("--output-dir", str(output_dir))):
         assert words[words.index(option) + 1] == value, (option, words)
     assert output_dir.is_dir()
+
+
+def test_sbatch_asks_for_a_warning_signal_requeue_and_appending_logs(sbatch_text):
+    options = sbatch_options(sbatch_text)
+    # USR1 to the job step's tasks (the bnno workers), not "B:USR1" (only the batch shell).
+    signal, _, seconds = options["--signal"].partition("@")
+    assert signal == "USR1" and int(seconds) >= 60
+    assert "--requeue" in options
+    assert options["--open-mode"] == "append"
+
+
+def test_sbatch_requeues_its_job_when_bnno_stops_for_a_signal(tmp_path):
+    result, calls = run_sbatch_with_fake_slurm(tmp_path, {"OUTPUT_DIR": str(tmp_path / "out")}, bnno_exit=75)
+    assert result.returncode == 0, result.stderr
+    assert [call for call in calls if call.startswith("scontrol")] == ["scontrol requeue 42"]
+    assert "requeueing job 42" in result.stdout
+
+
+@pytest.mark.parametrize("bnno_exit", [0, 1])
+def test_sbatch_passes_other_exit_statuses_through_without_requeue(tmp_path, bnno_exit):
+    result, calls = run_sbatch_with_fake_slurm(tmp_path, {"OUTPUT_DIR": str(tmp_path / "out")}, bnno_exit=bnno_exit)
+    assert result.returncode == bnno_exit, result.stderr
+    assert any(call.startswith("bnno train") for call in calls)
+    assert not [call for call in calls if call.startswith("scontrol")]
+
+
+def test_sbatch_that_cannot_requeue_says_so_and_exits_75(tmp_path):
+    result, calls = run_sbatch_with_fake_slurm(
+        tmp_path, {"OUTPUT_DIR": str(tmp_path / "out")}, bnno_exit=75, scontrol_exit=1
+    )
+    assert result.returncode == 75
+    assert "scontrol requeue 42" in calls
+    assert "Could not requeue job 42: submit this script again" in result.stderr
 
 
 def test_sbatch_without_bnno_says_what_to_do(tmp_path):
@@ -425,6 +460,26 @@ def test_docs_show_build_run_and_cluster_commands(docs_text):
     assert "downloads/manual" in docs_text
     assert "--bind_all" in docs_text
     assert "scripts/slurm/train_imagenet.sbatch" in docs_text
+
+
+def test_docs_explain_preemption_with_slurm_and_a_kubernetes_job(docs_text):
+    import yaml
+
+    for needed in ("--signal=USR1@120", "--requeue", "--open-mode=append", "scontrol requeue",
+                   "--checkpoint-every", "75", "terminationGracePeriodSeconds"):
+        assert needed in docs_text, needed
+    snippets = re.findall(r"^```yaml\n(.*?)^```$", docs_text, re.MULTILINE | re.DOTALL)
+    jobs = [doc for doc in map(yaml.safe_load, snippets) if doc.get("kind") == "Job"]
+    assert len(jobs) == 1
+    spec = jobs[0]["spec"]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    assert pod["terminationGracePeriodSeconds"] > 30
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"action": "Ignore", "onExitCodes": {"containerName": pod["containers"][0]["name"],
+                                                "operator": "In", "values": [75]}} in rules
+    # The container runs bnno (the image's entrypoint) with options that exist.
+    check_options_exist([(pod["containers"][0]["args"][0], pod["containers"][0]["args"][1:])])
 
 
 def test_commands_in_docs_and_script_use_existing_options(docs_text, sbatch_text):

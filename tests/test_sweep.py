@@ -168,6 +168,62 @@ def test_slurm_executor_writes_a_job_array_whose_tasks_run_their_own_command(tmp
     assert result.returncode != 0 and "submit this script with sbatch" in result.stderr
 
 
+def test_slurm_array_asks_for_a_warning_signal_requeue_and_appending_logs(tmp_path):
+    text = sweep_lib.write_slurm(make_sweep(tmp_path), echo=lambda line: None).read_text()
+    options = {}
+    for line in text.splitlines():
+        if line.startswith("#SBATCH"):
+            key, _, value = line[len("#SBATCH"):].strip().partition("=")
+            options[key] = value
+    # USR1 to the job step's tasks (bnno itself), not "B:USR1" (only the batch shell).
+    signal, _, seconds = options["--signal"].partition("@")
+    assert signal == "USR1" and int(seconds) >= 60
+    assert "--requeue" in options
+    assert options["--open-mode"] == "append"
+
+
+def run_array_task(tmp_path, bnno_exit, scontrol_exit=0, **slurm):
+    """Array task 2 of a sweep's script, with a fake ``srun`` (runs its command), a fake
+    ``bnno`` that exits with ``bnno_exit`` and a fake ``scontrol`` that records its
+    arguments; returns the result and scontrol's calls."""
+    script = sweep_lib.write_slurm(make_sweep(tmp_path), echo=lambda line: None)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.txt"
+    bodies = {"srun": 'exec "${@:2}"\n', "bnno": f"exit {bnno_exit}\n",
+              "scontrol": f'printf "%s\\n" "$*" >> {calls}\nexit {scontrol_exit}\n'}
+    for name, body in bodies.items():
+        fake = bin_dir / name
+        fake.write_text("#!/bin/bash\n" + body)
+        fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "2",
+           "SLURM_JOB_ID": "1234", **slurm}
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize("slurm, job", [({"SLURM_ARRAY_JOB_ID": "1230"}, "1230_2"), ({}, "1234")])
+def test_a_slurm_array_task_stopped_by_a_signal_requeues_itself_and_succeeds(tmp_path, slurm, job):
+    result, calls = run_array_task(tmp_path, bnno_exit=75, **slurm)
+    assert result.returncode == 0, result.stderr
+    assert calls == [f"requeue {job}"]
+    assert f"requeueing job {job}" in result.stdout
+
+
+@pytest.mark.parametrize("bnno_exit", [0, 1, 2])
+def test_a_slurm_array_task_passes_other_exit_statuses_through_without_requeue(tmp_path, bnno_exit):
+    result, calls = run_array_task(tmp_path, bnno_exit=bnno_exit, SLURM_ARRAY_JOB_ID="1230")
+    assert result.returncode == bnno_exit
+    assert calls == []
+
+
+def test_a_slurm_array_task_that_cannot_requeue_says_so_and_exits_75(tmp_path):
+    result, calls = run_array_task(tmp_path, bnno_exit=75, scontrol_exit=1, SLURM_ARRAY_JOB_ID="1230")
+    assert result.returncode == 75
+    assert calls == ["requeue 1230_2"]
+    assert "Could not requeue job 1230_2: submit this script again" in result.stderr
+
+
 def test_local_executor_skips_finished_runs_and_marks_failures(tmp_path):
     from bnno.errors import RunError
 

@@ -292,14 +292,16 @@ def test_step_summaries_write_each_layers_flip_ratio_over_the_last_n_steps(tmp_p
     model = model_with_two_binary_kernels()
     a, b = model.get_layer("a").kernel, model.get_layer("b").kernel
     trainer = types.SimpleNamespace(tf=tf, run=types.SimpleNamespace(output_dir=tmp_path),
-                                    flip_ratios=metrics.FlipRatios(model), steps_per_epoch=4)
+                                    flip_ratios=metrics.FlipRatios(model), steps_per_epoch=4,
+                                    step_summary_counts={})
     callback = training.step_summaries(trainer, every=2)
     # flips of (a, b) at each step of two epochs of four steps
     epochs = [[(4, 0), (2, 3), (0, 0), (0, 6)], [(10, 0), (0, 0), (1, 1), (0, 0)]]
     callback.on_train_begin()
     for epoch, steps in enumerate(epochs):
+        trainer.flip_ratios.reset_state()  # as Trainer.begin_epoch does
+        trainer.step_summary_counts = {}
         callback.on_epoch_begin(epoch)
-        trainer.flip_ratios.reset_state()
         for batch, (flips_a, flips_b) in enumerate(steps):
             flip(a, flips_a)
             flip(b, flips_b)

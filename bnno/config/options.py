@@ -32,7 +32,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import click
 
-__all__ = ["IDENTITY", "OPTIONS", "Option", "RunOptions", "click_options", "command_line", "run_option"]
+from bnno import preemption
+from bnno.errors import UsageError
+
+__all__ = [
+    "CheckedText", "IDENTITY", "OPTIONS", "Option", "RunOptions", "click_options", "command_line", "run_option",
+]
 
 #: Marks an attribute that is not given (``None`` is a value).
 UNSET: Any = object()
@@ -111,6 +116,21 @@ def run_option(declaration: str, *, help: str, default: Any = None, **flag: Any)
     return dataclasses.field(default=default, metadata={"flag": dict(declaration=declaration, help=help, **flag)})
 
 
+class CheckedText(click.ParamType):
+    """A text option checked and written in its canonical form by ``canonical`` (which
+    raises ``UsageError``): a mistake is a usage error of the option, before any work.
+    ``example``: a valid value other than the default, for tests and help."""
+
+    def __init__(self, name: str, canonical: Callable[[str], str], example: str):
+        self.name, self.canonical, self.example = name, canonical, example
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.canonical(value)
+        except UsageError as error:
+            self.fail(str(error), param, ctx)
+
+
 @dataclasses.dataclass(kw_only=True)
 class RunOptions:
     """The options of ``bnno train`` that every run of ``train`` and ``sweep`` shares.
@@ -162,6 +182,20 @@ class RunOptions:
         "--tf32/--no-tf32", default=False, show_default=True, identity=True,
         help="TensorFloat-32 matrix products on GPUs that have them (faster; off "
         "reproduces the paper's float32 numerics).")
+    # Not part of the identity: a resumed run may save more or less often, or answer
+    # other signals; the results are the same.
+    checkpoint_every: str = run_option(
+        "--checkpoint-every", default=preemption.DEFAULT_CHECKPOINT_EVERY, show_default=True,
+        metavar="INTERVAL",
+        type=CheckedText("interval", lambda text: str(preemption.CheckpointInterval.parse(text)), "500"),
+        help="Also write a checkpoint inside epochs, every N steps (500) or every so long "
+        "(90s, 10min, 2h); 'epoch': only at the end of each epoch. A kill loses at most this.")
+    stop_signals: str = run_option(
+        "--stop-signals", default=preemption.DEFAULT_STOP_SIGNALS, show_default=True,
+        metavar="SIGNALS",
+        type=CheckedText("signals", lambda text: ",".join(preemption.parse_signals(text)) or "none", "USR1"),
+        help="Signals on which training saves a checkpoint of the current step and exits "
+        "with code 75 (requeue); a second one stops at once. 'none': the signals' default.")
 
 
 #: Every run option, in the order of ``bnno train --help``.

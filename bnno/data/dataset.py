@@ -10,7 +10,8 @@ seed ``seed * 100003 + epoch`` and the augmentation of the example at position `
 the epoch uses stateless random ops seeded by ``fold_in([seed, epoch], i)``. A run
 resumed at epoch ``e`` therefore sees exactly the batches an uninterrupted run would,
 given the same data options (cache, batch size) and the same TensorFlow global seed,
-which ``tf.data``'s shuffle mixes into its own seed.
+which ``tf.data``'s shuffle mixes into its own seed. A run resumed inside an epoch skips
+the batches it has trained (``train(..., skip_batches=k)``) before they are augmented.
 
 The paper's pipeline (zookeeper 0.5.5 ``Dataset.train_data``) is the same except that
 it shuffled 10 batches' worth of examples after shuffling the files; here small data
@@ -84,10 +85,15 @@ class Data:
             f"{self.validation_split}_examples={self.validation_examples})"
         )
 
-    def train(self, batch_size: int, epoch: int, seed: int) -> tf.data.Dataset:
+    def train(self, batch_size: int, epoch: int, seed: int, skip_batches: int = 0) -> tf.data.Dataset:
         """One shuffled, augmented pass over the training split in full batches of
         ``(float32 images [B, *input_shape], int32 labels [B])``; a deterministic
-        function of ``(seed, epoch)``."""
+        function of ``(seed, epoch)``.
+
+        ``skip_batches``: start after that many batches of the epoch (a run resumed
+        from a checkpoint inside it), with exactly the batches that would follow them.
+        The skipped examples are dropped after the shuffle and before augmentation,
+        which is where JPEG data sets (ImageNet) decode: they are read, not decoded."""
         shuffle_seed = seed * EPOCH_SEED_STRIDE + epoch
         buffer_size = self.shuffle_buffer_size(batch_size)
         # A partial shuffle starts from a seeded file order; a complete one (or one over
@@ -103,7 +109,9 @@ class Data:
             example_seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)
             return self._fix_shape(train(image, example_seed)), label
 
-        dataset = dataset.enumerate().map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
+        # Positions are counted before the skip: each example keeps its augmentation seed.
+        dataset = dataset.enumerate().skip(skip_batches * batch_size)
+        dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
         return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
     def validation(self, batch_size: int) -> tf.data.Dataset:
