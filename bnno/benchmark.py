@@ -60,8 +60,8 @@ class OneBatch:
         self._batch = tf.data.Dataset.from_tensors((images, labels)).cache()
         self._steps = steps
 
-    def train(self, batch_size, epoch, seed):
-        return self._batch.repeat(self._steps)
+    def train(self, batch_size, epoch, seed, skip_batches=0):
+        return self._batch.repeat(self._steps - skip_batches)
 
     def validation(self, batch_size):
         return self._batch
