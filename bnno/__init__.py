@@ -6,3 +6,22 @@ need it (``bnno.nn``, models, training), never by ``bnno`` itself or ``bnno --he
 """
 
 __version__ = "0.1.0"
+
+
+def register_model(name: str, **keys):
+    """Register a model builder from your own code (a plugin: ``--plugin FILE``, the
+    ``BNNO_PLUGINS`` variable, or the ``bnno.plugins`` entry-point group)::
+
+        import bnno
+
+        @bnno.register_model("my_net", filters=64)
+        def build(hparams, input_shape, num_classes):
+            ...  # hparams["filters"]: the set's value, or 64
+            return keras.Model(inputs, outputs)
+
+    ``keys`` are the architecture keys the builder reads, with their defaults, as bnno's
+    own models declare theirs (``bnno.models.register``). A name bnno or another plugin
+    already uses is refused."""
+    from bnno.models import register_model as register
+
+    return register(name, **keys)

@@ -8,6 +8,7 @@ Library errors become one-sentence messages: ``bnno.errors.UsageError`` exits 2,
 """
 
 import functools
+import inspect
 import json
 import os
 import pathlib
@@ -47,7 +48,7 @@ def _reporting_errors(command):
             sys.exit(REQUEUE_EXIT_CODE)
         except KeyboardInterrupt:
             raise click.ClickException(
-                "Interrupted. Checkpoints of finished epochs are kept; run the same command "
+                "Interrupted. The checkpoints written so far are kept; run the same command "
                 "with the same --output-dir to resume."
             ) from None
 
@@ -95,10 +96,50 @@ def cli():
     """
 
 
-def _model_name(name: str) -> str:
-    from bnno import models
+def plugin_option(command):
+    """Adds ``--plugin`` (repeatable) to a command that names a model, and imports the
+    plugins (with those of ``BNNO_PLUGINS`` and installed entry points) before the
+    command runs; the command receives the ``--plugin`` ones as ``plugins`` if it
+    takes them. Innermost, so that TensorFlow is started quietly first."""
+    takes_plugins = "plugins" in inspect.signature(command).parameters
 
+    @click.option("--plugin", "plugin_names", multiple=True, metavar="FILE|MODULE",
+                  help="Import your own models from a Python file or module (repeatable; also "
+                  "BNNO_PLUGINS and the bnno.plugins entry points); see docs/own-model.md.")
+    @functools.wraps(command)
+    def wrapper(*args, plugin_names, **kwargs):
+        from bnno import plugins
+
+        loaded = plugins.load(plugin_names)
+        if takes_plugins:
+            kwargs["plugins"] = loaded
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+def _model_name(name: str, output_dir=None) -> str:
+    """The registered name of model ``name``. A run directory whose record names a
+    plugin that is not loaded answers with the ``--plugin`` to add (nothing is imported
+    because a record names it)."""
+    from bnno import models, plugins, run_dir
+
+    if output_dir is not None and (pathlib.Path(output_dir).expanduser() / run_dir.HPARAMS_FILE).exists():
+        try:
+            record = run_dir.read_record(pathlib.Path(output_dir).expanduser())
+        except RunError:
+            record = {}
+        if record.get("model") == name:
+            plugins.check_record(record, str(output_dir))
     return models.canonical(name)
+
+
+def _plugin_record(model: str):
+    """What a run's record keeps of the plugin that provides ``model`` (None for bnno's)."""
+    from bnno import plugins
+
+    plugin = plugins.plugin_of(model)
+    return plugin.record() if plugin else None
 
 
 def _resolve_hparams(model: str, hparams_set, overrides: str, hparams_file):
@@ -191,12 +232,13 @@ def _absolute_source(path):
 @run_options
 @_reporting_errors
 @_starting_tensorflow
+@plugin_option
 def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, output_prefix, seed, init_from,
           **options):
     """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet, resnet18_tricks) on a data set."""
     from bnno import lifecycle, run_dir
 
-    model = _model_name(model)
+    model = _model_name(model, output_dir)
     hparams_set, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
     options["preprocess"] = _preprocess_name(options["preprocess"], dataset)
     if output_dir is None:
@@ -205,7 +247,7 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
         model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
         output_dir=pathlib.Path(output_dir).expanduser(), overrides=resolved.overrides,
         hparams_file=_absolute_file(hparams_file), seed=seed, init_from=init_from,
-        command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
+        plugin=_plugin_record(model), command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
     )
     result = lifecycle.train(run, echo=click.echo)
     last = result["history"][-1] if result["history"] else {}
@@ -239,8 +281,9 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
 @run_options
 @_reporting_errors
 @_starting_tensorflow
+@plugin_option
 def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid_set, seeds,
-          output_dir, init_from, executor, **options):
+          output_dir, init_from, executor, plugins, **options):
     """Train MODEL at every point of a hyperparameter grid (section 5.1 of the paper).
 
     \b
@@ -277,6 +320,8 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
         hparams_file=hparams_file, options=options,
         # Checked now, not by the first run; absolute, for runs started elsewhere (Slurm).
         init_from=_absolute_source(init_from),
+        # Every run's command names them again (Slurm runs it on other nodes).
+        plugins=[plugin.given for plugin in plugins],
     )
     if executor == "print":
         sweep_lib.print_commands(plan, echo=click.echo)
@@ -297,6 +342,7 @@ def sweep(model, dataset, hparams_set, overrides, hparams_file, grid_items, grid
 @click.argument("topic", required=False, default=None, metavar="[models|hparams|preprocess|datasets]")
 @_reporting_errors
 @_starting_tensorflow
+@plugin_option
 def list_(topic):
     """What is registered: models, hyperparameter sets with their values, preprocess
     functions and data sets."""
@@ -315,9 +361,13 @@ def list_(topic):
 def _list_models():
     from bnno import models
 
+    from bnno import plugins
+
     for name in models.names():
         aliases = [a for a, target in models.ALIASES.items() if target == name]
-        yield name + (f" (also: {', '.join(aliases)})" if aliases else "")
+        plugin = plugins.plugin_of(name)
+        yield (name + (f" (also: {', '.join(aliases)})" if aliases else "")
+               + (f" (plugin {plugin.given})" if plugin else ""))
 
 
 def _default_first(names, default):
@@ -330,7 +380,7 @@ def _list_hparams():
     from bnno import config as hparams
     from bnno import models
 
-    for model in models.names():
+    for model in hparams.model_names():  # a plugin's sets are in its --hparams-file
         for set_name, label in _default_first(hparams.set_names(model), hparams.default_set(model)):
             values = hparams.load(model, set_name)
             yield f"{model} {label}: " + ", ".join(f"{k}={v}" for k, v in values.items())
@@ -381,6 +431,7 @@ _LISTERS = {
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the totals.")
 @_reporting_errors
 @_starting_tensorflow
+@plugin_option
 def summary(model, dataset, hparams_set, overrides, hparams_file, preprocess, data_dir, image_size,
             as_json):
     """Per-layer bits, parameters, MACs and memory of MODEL for a data set's input
@@ -423,6 +474,7 @@ def summary(model, dataset, hparams_set, overrides, hparams_file, preprocess, da
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 @_reporting_errors
 @_starting_tensorflow
+@plugin_option
 def benchmark(model, hparams_set, overrides, hparams_file, dataset, batch_size, steps, warmup,
               pipeline, preprocess, strategy, mixed_precision, jit_compile, binary_conv, as_json):
     """Training images per second of MODEL on synthetic in-memory data (and, with
@@ -463,6 +515,7 @@ def benchmark(model, hparams_set, overrides, hparams_file, dataset, batch_size, 
               "was trained with).")
 @_reporting_errors
 @_starting_tensorflow
+@plugin_option
 def evaluate(output_dir, data_dir):
     """Top-1 and top-5 accuracy on the validation split of a finished or running run."""
     from bnno import lifecycle

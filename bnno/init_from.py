@@ -150,6 +150,9 @@ def _locate_in_run_directory(directory: pathlib.Path, given: str) -> Location:
         record = run_dir.read_record(directory)
     except RunError as error:
         raise UsageError(f"--init-from {given}: {str(error).rstrip('.')}; {_WHAT_TO_GIVE}.") from None
+    from bnno import plugins
+
+    plugins.check_record(record, f"--init-from {given}")  # its model's plugin given, unchanged
     checkpoints = run_dir.checkpoints_newest_first(directory / run_dir.CHECKPOINT_DIR)
     model_file = directory / run_dir.MODEL_FILE
     epochs = record.get("hparams", {}).get("epochs") or 0

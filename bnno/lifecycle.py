@@ -162,8 +162,11 @@ def evaluate(output_dir, data_dir: Optional[str] = None, echo=print) -> Dict[str
     """Top-1 and top-5 on the validation split of the run in ``output_dir``, from its
     newest readable checkpoint (a finished or a running run). The data set is read
     from ``data_dir`` if given, else from where the run recorded it."""
+    from bnno import plugins
+
     output_dir = pathlib.Path(output_dir)
     record = run_dir.read_record(output_dir)
+    plugins.check_record(record, str(output_dir))  # its plugin given again, unchanged
     run = Run(
         model=record["model"], dataset=record["dataset"], hparams_set=record["hparams_set"],
         hparams=record["hparams"], output_dir=output_dir, preprocess=record["preprocess"],

@@ -75,6 +75,10 @@ class Run(options.RunOptions):
     # file read (model.keras, a checkpoint, a weights file). Not part of IDENTITY: a
     # resumed run continues from its own checkpoints and never reads it again.
     init_from: Optional[str] = None
+    # The plugin that provides the model (``bnno.plugins.Plugin.record()``: as given, its
+    # file and the file's SHA-256); None for bnno's own models. Resuming needs the same
+    # file again, unchanged (``check_resumable``).
+    plugin: Optional[Dict[str, Any]] = None
 
     # Resuming needs these to match: they define the computation (with the run options
     # marked identity=True: preprocess, image_size, max_steps, mixed_precision, tf32).
@@ -139,6 +143,7 @@ def write_record(run: Run) -> None:
         "hparams_file": run.hparams_file,
         "data_dir": run.data_dir,
         "init_from": run.init_from,
+        "plugin": run.plugin,
         "command_line": run.command_line,
         # The other run options as this run started (a resumed run may change them).
         "run_options": {
@@ -206,7 +211,10 @@ def check_resumable(run: Run) -> Optional[int]:
     total number of epochs; the recorded number of epochs is returned then (``None``
     when it is unchanged), for :func:`record_extension`.
     """
+    from bnno import plugins
+
     recorded = read_record(run.output_dir)
+    plugins.check_record(recorded, str(run.output_dir))
     recorded_epochs = recorded.get("hparams", {}).get("epochs")
     differences = _differences(recorded, run)
     only_epochs = differences == [f"epochs: {recorded_epochs!r} -> {run.hparams.get('epochs')!r}"]

@@ -87,6 +87,8 @@ class Sweep:
     init_from: Optional[str] = None
     #: ``bnno train`` options for every run, as ``Run`` fields (preprocess, data_dir, ...).
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``--plugin`` of every run (absolute files, or modules): the model may be a plugin's.
+    plugins: List[str] = dataclasses.field(default_factory=list)
     _base: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def base(self):
@@ -202,7 +204,7 @@ def open_manifest(sweep: Sweep) -> Dict[str, Any]:
         {"name": p.name, "values": dict(p.values), "seed": p.seed, "state": "pending"}
         for p in sweep.points()
     ]
-    return {**definition, "options": sweep.options, "runs": runs}
+    return {**definition, "options": sweep.options, "plugins": sweep.plugins, "runs": runs}
 
 
 # --- executors -------------------------------------------------------------------------
@@ -215,10 +217,17 @@ def make_run(sweep: Sweep, point: Point, command_line: str = "") -> run_dir.Run:
         model=sweep.model, dataset=sweep.dataset, hparams_set=sweep.hparams_set,
         hparams=sweep.base().replace(dict(point.values)),
         output_dir=sweep.output_dir / point.name, overrides=overrides, hparams_file=sweep.hparams_file,
-        init_from=sweep.init_from,
+        init_from=sweep.init_from, plugin=_plugin_record(sweep.model),
         seed=point.seed, command_line=command_line or shlex.join(train_command(sweep, point)),
         **sweep.options,
     )
+
+
+def _plugin_record(model: str) -> Optional[Dict[str, Any]]:
+    from bnno import plugins
+
+    plugin = plugins.plugin_of(model)
+    return plugin.record() if plugin else None
 
 
 def train_command(sweep: Sweep, point: Point) -> List[str]:
@@ -231,6 +240,8 @@ def train_command(sweep: Sweep, point: Point) -> List[str]:
     command += ["--seed", str(point.seed), "--output-dir", str(sweep.output_dir / point.name)]
     if sweep.init_from:
         command += ["--init-from", sweep.init_from]
+    for plugin in sweep.plugins:
+        command += ["--plugin", plugin]
     # Every run option, as bnno.config.options defines it (its flag, and when to write it).
     return command + run_options.command_line(sweep.options)
 

@@ -410,6 +410,9 @@ def test_a_run_killed_at_a_random_step_resumes_inside_the_epoch_to_the_same_resu
     assert (f"Resuming in epoch 2 of 2, after step {saved - STEPS_PER_EPOCH} of {STEPS_PER_EPOCH} "
             f"(checkpoints/in_epoch/step-{saved}).") in resumed.stdout, (step, resumed.stdout)
     assert_same_run(uninterrupted, out)
+    record = yaml.safe_load((out / "hparams.yaml").read_text())
+    assert record["run_options"]["checkpoint_every"] == "2"
+    assert record["run_options"]["stop_signals"] == "TERM,INT,USR1"
     # The epoch's checkpoint replaced those inside it.
     assert not list((out / "checkpoints" / "in_epoch").glob("step-*"))
 

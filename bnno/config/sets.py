@@ -156,6 +156,15 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def source_of(model: str, file: Optional[str]) -> SetFile:
+    if not file:
+        from bnno import plugins
+
+        plugin = plugins.plugin_of(model)
+        if plugin is not None:  # a plugin's model: its sets are the user's own file
+            raise UsageError(
+                f"Model {model} (plugin {plugin.given}) has no sets of bnno's; pass --hparams-file "
+                "with sets for it (a set may extend one of bnno's, e.g. extends: binarynet:bop)."
+            )
     return _user_file(file) if file else _builtin(model)
 
 

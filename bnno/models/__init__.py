@@ -43,6 +43,31 @@ def register(name: str, **keys: Any):
     return decorator
 
 
+def register_model(name: str, **keys: Any):
+    """Register a model from outside bnno (a plugin: ``bnno.plugins``); the same as
+    :func:`register`, but a name that bnno's models (or their aliases) or another
+    plugin already use is refused with a ``UsageError``."""
+    from bnno import plugins
+
+    _import_all()
+    if name in MODELS or name in ALIASES:
+        owner = plugins.plugin_of(ALIASES.get(name, name))
+        taken_by = f"plugin {owner.given}" if owner else "one of bnno's own models"
+        raise UsageError(f"Model name '{name}' is taken by {taken_by}; register yours under another name.")
+    if not isinstance(name, str) or not name.strip():
+        raise UsageError(f"A model's name must be a non-empty string, not {name!r}.")
+    decorator = register(name, **keys)
+
+    def registering(builder):
+        if not callable(builder):
+            raise UsageError(f"register_model('{name}') decorates a function, not {type(builder).__name__}.")
+        registered = decorator(builder)
+        plugins.note_model(name)
+        return registered
+
+    return registering
+
+
 def with_defaults(hparams, keys: Dict[str, Any]) -> Dict[str, Any]:
     """``hparams`` (a fresh dict) with each of ``keys`` the set lacks at its default, and
     the YAML word "none" as None: how builders read optional quantizers, constraints and
@@ -136,8 +161,11 @@ def build(name: str, hparams: dict, input_shape: tuple, num_classes: int):
     ImageNet-sized inputs) is a ``UsageError`` naming the shape, not a Keras traceback.
     """
     builder = get(name)
+    from bnno import plugins
+
+    plugin = plugins.plugin_of(canonical(name))
     try:
-        return builder(hparams, tuple(input_shape), int(num_classes))
+        model = builder(hparams, tuple(input_shape), int(num_classes))
     except ValueError as error:
         if isinstance(error, UsageError):
             raise
@@ -146,6 +174,22 @@ def build(name: str, hparams: dict, input_shape: tuple, num_classes: int):
             f"Model {name} cannot be built for images of shape {tuple(input_shape)} "
             f"({reason}); use larger images, e.g. with --image-size, or another model."
         ) from None
+    except Exception as error:  # noqa: BLE001 - a plugin's builder: its error in one sentence
+        if plugin is None or isinstance(error, UsageError):
+            raise
+        raise UsageError(
+            f"Model {name} of plugin {plugin.given} failed to build for images of shape "
+            f"{tuple(input_shape)} and {num_classes} classes: {plugins.where_it_failed(error, plugin.file)}."
+        ) from None
+    import keras
+
+    if not isinstance(model, keras.Model):
+        source = f"of plugin {plugin.given} " if plugin else ""
+        raise UsageError(
+            f"Model {name} {source}was built as a {type(model).__name__}, not a keras.Model; its "
+            "builder must return one (e.g. keras.Model(inputs, outputs))."
+        )
+    return model
 
 
 def _keras_reason(message: str) -> str:
