@@ -25,3 +25,14 @@ def register_model(name: str, **keys):
     from bnno.models import register_model as register
 
     return register(name, **keys)
+
+
+def register_preprocess(name: str, *datasets: str):
+    """Register a preprocess function from your own code (see ``bnno.data.preprocess``:
+    a factory that takes the stored images' ``ImageSpec`` and returns a ``Preprocess``),
+    for ``bnno train --preprocess-fn NAME``; for the ``datasets`` named (those with
+    functions of their own: cifar10, imagenet2012) or, without any, for every other data
+    set and image folder. Imports TensorFlow. A name already taken is refused."""
+    from bnno.data import preprocess
+
+    return preprocess.register_plugin(name, *datasets)

@@ -272,7 +272,7 @@ KILL_AFTER_STEP = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_sweeps_and_reports(plugin_file, stripes, tmp_path):
+def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_starts_a_stage_sweeps_and_reports(plugin_file, stripes, tmp_path):
     env = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     sets = plugin_file.parent / "my_sets.yaml"
     run = tmp_path / "run"
@@ -294,6 +294,12 @@ def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_sweeps_and_reports
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1].startswith("epoch 2: top-1 ")
 
+    # A second stage from the plugin run's weights
+    result = bnno("train", "my_net", "--plugin", plugin_file, "--hparams-file", sets, "--dataset", stripes,
+                  "--hparams", "epochs=1", "--init-from", run, "--output-dir", tmp_path / "stage2")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "stage2" / "hparams.yaml").read_text())["init_from"] == str(run / "model.keras")
+
     sweep = tmp_path / "sweep"
     result = bnno("sweep", "my_net", "--plugin", plugin_file, "--hparams-file", sets, "--dataset", stripes,
                   "--grid", "threshold=1e-6,1e-5", "--hparams", "epochs=1", "--output-dir", sweep)
@@ -303,3 +309,46 @@ def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_sweeps_and_reports
     result = bnno("report", sweep, "--output", tmp_path / "report.md")
     assert result.exit_code == 0, result.output
     assert "my_net" in (tmp_path / "report.md").read_text()
+
+
+PREPROCESS_PLUGIN = textwrap.dedent(
+    """
+    import bnno
+    from bnno.data import preprocess
+
+
+    @bnno.register_preprocess("{name}"{datasets})
+    def inverted(spec):
+        plain = preprocess.default(spec)
+        return plain._replace(train=lambda image, seed: -plain.train(image, seed),
+                              evaluate=lambda image: -plain.evaluate(image))
+    """
+)
+
+
+def test_a_plugin_registers_a_preprocess_function_but_never_over_bnnos(tmp_path):
+    from bnno import data
+    from bnno.data import preprocess
+
+    generic = dict(preprocess.GENERIC._entries)
+    try:
+        path = tmp_path / "inverted.py"
+        path.write_text(PREPROCESS_PLUGIN.format(name="inverted", datasets=""))
+        result = bnno("list", "preprocess", "--plugin", path)
+        assert result.exit_code == 0, result.output
+        assert "  other data sets and image folders: default (default), inverted, resize_and_flip" in result.output
+        assert data.default_preprocess("mnist") == "default"  # defaults stay bnno's
+
+        for name, datasets, message in [
+            ("resize_and_flip", "", "Preprocess function name 'resize_and_flip' is taken for preprocess functions; "
+             "register yours under another name."),
+            ("mine", ', "mnist"', "Data set mnist has no preprocess functions of its own (only cifar10, "
+             "imagenet2012 do); register 'mine' without a data set"),
+        ]:
+            clash = tmp_path / f"clash_{name}.py"
+            clash.write_text(PREPROCESS_PLUGIN.format(name=name, datasets=datasets))
+            result = bnno("list", "preprocess", "--plugin", clash)
+            assert result.exit_code == 2 and f"Plugin {clash}: {message}" in result.output
+    finally:
+        preprocess.GENERIC._entries.clear()
+        preprocess.GENERIC._entries.update(generic)

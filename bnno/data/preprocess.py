@@ -97,6 +97,25 @@ def register(
     return decorator
 
 
+def register_plugin(name: str, *datasets: str) -> Callable[[PreprocessFactory], PreprocessFactory]:
+    """Register a preprocess factory from outside bnno (a plugin: ``bnno.plugins``) as
+    ``name``, for ``datasets`` that have functions of their own (``cifar10``,
+    ``imagenet2012``) or, without any, for every other data set and image folder. Never
+    a default; a name already taken is refused with a ``UsageError``."""
+    for dataset in datasets:
+        if dataset not in SPECIFIC:
+            raise UsageError(
+                f"Data set {dataset} has no preprocess functions of its own (only "
+                f"{', '.join(sorted(SPECIFIC))} do); register '{name}' without a data set, so that "
+                "it applies to every other data set and to image folders."
+            )
+    for registry in [SPECIFIC[d] for d in datasets] or [GENERIC]:
+        if name in registry:
+            raise UsageError(f"Preprocess function name '{name}' is taken for {registry.kind}s; "
+                             "register yours under another name.")
+    return register(name, *datasets)
+
+
 def registry_for(dataset_key: Optional[str]) -> Registry:
     """The registry of a tfds data set name (generic if it has none); ``None`` for an
     image folder, which uses the generic one."""
