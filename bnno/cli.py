@@ -131,7 +131,13 @@ def _model_name(name: str, output_dir=None) -> str:
             record = {}
         if record.get("model") == name:
             plugins.check_record(record, str(output_dir))
-    return models.canonical(name)
+    try:
+        return models.canonical(name)
+    except UsageError as error:
+        if "Did you mean" in str(error):  # a typo of a known name
+            raise
+        raise UsageError(f"{str(error).rstrip('.')}; a model of your own needs --plugin FILE "
+                         "(see docs/own-model.md).") from None
 
 
 def _plugin_record(model: str):
@@ -378,7 +384,6 @@ def _default_first(names, default):
 
 def _list_hparams():
     from bnno import config as hparams
-    from bnno import models
 
     for model in hparams.model_names():  # a plugin's sets are in its --hparams-file
         for set_name, label in _default_first(hparams.set_names(model), hparams.default_set(model)):

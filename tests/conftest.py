@@ -29,3 +29,16 @@ def started_runs(monkeypatch):
 
     monkeypatch.setattr(lifecycle, "train", train)
     return runs
+
+
+@pytest.fixture
+def plugin_registries(monkeypatch):
+    """bnno's registries of models and plugins as they are, restored after the test: a
+    plugin loaded here must not stay registered in a process that runs other tests."""
+    from bnno import models, plugins
+
+    models.names()  # bnno's own models first, as the CLI imports them
+    monkeypatch.setattr(models.MODELS, "_entries", dict(models.MODELS._entries))
+    monkeypatch.setattr(plugins, "_LOADED", dict(plugins._LOADED))
+    monkeypatch.setattr(plugins, "_MODELS", dict(plugins._MODELS))
+    return plugins

@@ -3,7 +3,6 @@ from files, modules, BNNO_PLUGINS and entry points; one-sentence errors; run rec
 that name a plugin but never import it."""
 
 import os
-import pathlib
 import shlex
 import signal
 import subprocess
@@ -53,17 +52,8 @@ SETS = textwrap.dedent(
 
 
 @pytest.fixture(autouse=True)
-def clean_registries():
-    """Each test starts with bnno's own models only, as a new process would."""
-    models._import_all()
-    entries, loaded, owners = dict(models.MODELS._entries), dict(plugins._LOADED), dict(plugins._MODELS)
-    yield
-    models.MODELS._entries.clear()
-    models.MODELS._entries.update(entries)
-    plugins._LOADED.clear()
-    plugins._LOADED.update(loaded)
-    plugins._MODELS.clear()
-    plugins._MODELS.update(owners)
+def clean_registries(plugin_registries):
+    """Each test's plugins are gone after it, as in a new process (tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -100,6 +90,14 @@ def test_summary_counts_a_plugin_models_bits_and_macs(plugin_file, stripes):
     totals = yaml.safe_load(result.output.strip().splitlines()[-1])
     assert totals["binary_params"] == 8 * 8 * 3 * 3  # the one binary convolution
     assert totals["binary_macs"] == 16 * 16 * 8 * 8 * 3 * 3  # at each of 16x16 positions
+
+
+def test_an_unknown_model_far_from_bnnos_points_to_plugin():
+    result = bnno("summary", "conv_shortcut", "--dataset", "cifar10")
+    assert result.exit_code == 2
+    assert ("valid choices are: binary_alexnet, binarynet, binarynet_batch, birealnet, birealnet_batch, "
+            "resnet18_tricks, xnornet, xnornet_batch; a model of your own needs --plugin FILE (see "
+            "docs/own-model.md).") in " ".join(result.output.split())
 
 
 def test_a_plugin_model_without_a_sets_file_asks_for_one(plugin_file, stripes):
