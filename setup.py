@@ -35,9 +35,17 @@ setup(
     ],
     extras_require={
         # pytest-xdist: the suite runs in parallel processes (README's test command).
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # scikit-learn: its handwritten digits, real data for the tests of the documented
+        # tutorials (docs/own-model.md) and of bnno export.
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn"],
         # Keras 3's JAX backend for bnno.nn (KERAS_BACKEND=jax); TensorFlow stays installed.
         "jax": ["jax>=0.4"],
+        # bnno export --format lce: the Larq Compute Engine's converter and interpreter,
+        # whose wheels exist for CPython 3.10-3.12 on x86-64 (Linux, macOS) only.
+        "deploy": [
+            "larq-compute-engine==0.16.0; python_version >= '3.10' and python_version < '3.13' "
+            "and platform_machine == 'x86_64'",
+        ],
     },
     entry_points={"console_scripts": ["bnno=bnno.cli:main"]},
 )

@@ -532,6 +532,34 @@ def evaluate(output_dir, data_dir):
     )
 
 
+@cli.command(name="export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path), metavar="RUN_DIR")
+@click.option("--format", "fmt", default="lce", show_default=True, metavar="lce|saved_model|keras",
+              help="lce: a TFLite flatbuffer with the Larq Compute Engine's binary ops (needs the "
+              "deploy extra); saved_model: the inference graph; keras: a .keras file.")
+@click.option("--output", required=True, type=click.Path(path_type=pathlib.Path), metavar="PATH",
+              help="Where to write it (a new path for saved_model).")
+@click.option("--checkpoint", default=None, metavar="PREFIX",
+              help="An epoch's checkpoint (RUN_DIR/checkpoints/ckpt-N) instead of the final weights.")
+@click.option("--check-images", type=click.IntRange(min=1), default=300, show_default=True, metavar="N",
+              help="Validation images on which the export must agree with the Keras model (lce).")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the account.")
+@_reporting_errors
+@_starting_tensorflow
+@plugin_option
+def export_(run, fmt, output, checkpoint, check_images, as_json):
+    """Write a run's model for deployment: with --format lce a real 1-bit model (binary
+    convolutions and dense layers as LceBconv2d), checked against the Keras model."""
+    from bnno import export as exporting
+
+    result = exporting.export(run, fmt, output, checkpoint=checkpoint, check_images=check_images,
+                              echo=click.echo)
+    for line in exporting.report_lines(result, output):
+        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(result))
+
+
 @cli.command()
 @click.argument("datasets", nargs=-1, required=True)
 @data_dir_option
