@@ -3,8 +3,8 @@
 and evaluate it later.
 
 Running again into the same directory resumes from the newest readable checkpoint (of
-an epoch, or inside one: ``bnno.preemption``); nothing already written is removed. What a run directory
-holds, and when a run may be resumed, is :mod:`bnno.run_dir`'s business.
+an epoch, or inside one: ``bnno.preemption``); nothing already written is removed. What
+a run directory holds, and when a run may be resumed, is :mod:`bnno.run_dir`'s business.
 """
 
 import os

@@ -270,7 +270,8 @@ KILL_AFTER_STEP = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_starts_a_stage_sweeps_and_reports(plugin_file, stripes, tmp_path):
+def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_starts_a_stage_sweeps_and_reports(
+        plugin_file, stripes, tmp_path):
     env = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     sets = plugin_file.parent / "my_sets.yaml"
     run = tmp_path / "run"
