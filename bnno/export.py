@@ -90,14 +90,22 @@ def _binary_values(kernel) -> bool:
 
 
 def account(model, dense_as_convolutions=()) -> List[LayerAccount]:
-    """Each quantized layer's expected fate: binary (``LceBconv2d``) or float, and why.
+    """Each convolution and dense layer's expected fate, in the model's order: binary
+    (``LceBconv2d``) or float, and why.
     Call on the model whose kernels already hold their quantized values;
     ``dense_as_convolutions``: the dense layers rewritten as 1x1 convolutions."""
     from bnno.nn.layers import QuantDense, QuantDepthwiseConv2D
 
+    import keras
+
+    quantized = set(id(layer) for layer in _quantized_layers(model))
     rows = []
-    for layer in _quantized_layers(model):
+    for layer in model._flatten_layers(include_self=False):
         kind = type(layer).__name__
+        if id(layer) not in quantized:
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)):
+                rows.append(LayerAccount(layer.name, kind, False, "full precision in the model"))
+            continue
         binarized_input = getattr(layer.input_quantizer, "plus_minus_one", False)
         if layer.name in dense_as_convolutions:
             rows.append(LayerAccount(layer.name, kind, True, "LceBconv2d, as a 1x1 convolution on a 1x1 map"))

@@ -47,6 +47,7 @@ def test_the_account_says_which_layers_become_binary_and_why():
     second = export._quantized_layers(model)[2]
     second.kernel.assign(second.kernel.numpy() * np.linspace(0.1, 1, second.kernel.shape[0])[:, None, None, None])
     rows = {row.name: (row.binary, row.why) for row in export.account(model, dense_as_convolutions=["quant_dense"])}
+    assert len(rows) == 9  # BinaryNet's layers with kernels are all quantized
     assert rows["quant_conv2d"] == (False, "its input is not binarized (no ±1 input quantizer)")
     assert rows["quant_conv2d_1"] == (True, "LceBconv2d")
     assert rows["quant_conv2d_2"] == (False, "its kernel is not binary (values other than ±c)")
@@ -151,6 +152,7 @@ def test_a_trained_binarynet_exports_to_lce_with_every_binary_layer_binary_and_a
     # all but the first convolution, whose input (the image) is not binarized
     assert [(row["kind"], row["binary"]) for row in account["layers"]] == (
         [("QuantConv2D", False)] + [("QuantConv2D", True)] * 5 + [("QuantDense", True)] * 3)
+    assert account["layers"][0]["why"] == "its input is not binarized (no ±1 input quantizer)"
     assert account["ops"]["LceBconv2d"] == 8 and "FULLY_CONNECTED" not in account["ops"]
     assert account["images"] == 360 and account["agreement"] >= 0.99
     assert account["bytes"] == (tmp_path / "model.tflite").stat().st_size
