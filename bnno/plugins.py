@@ -117,7 +117,9 @@ def _entry_points():
 
 
 def _looks_like_file(name: str) -> bool:
-    return name.endswith(".py") or os.sep in name or "/" in name or os.path.exists(name)
+    """A path (``models.py``, ``./x``, ``dir/x``) rather than a module name; a package's
+    folder in the working directory is imported as the module it is."""
+    return name.endswith(".py") or os.sep in name or "/" in name or os.path.isfile(name)
 
 
 def _load_named(name: str, where: str) -> Plugin:

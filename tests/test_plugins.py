@@ -351,3 +351,13 @@ def test_a_plugin_registers_a_preprocess_function_but_never_over_bnnos(tmp_path)
     finally:
         preprocess.GENERIC._entries.clear()
         preprocess.GENERIC._entries.update(generic)
+
+
+def test_a_package_folder_in_the_working_directory_is_imported_as_its_module(tmp_path, monkeypatch):
+    (tmp_path / "acme_models").mkdir()
+    (tmp_path / "acme_models" / "__init__.py").write_text(PLUGIN.format(name="acme_folder_net"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = bnno("list", "models", "--plugin", "acme_models")
+    assert result.exit_code == 0, result.output
+    assert "  acme_folder_net (plugin acme_models)" in result.output.splitlines()
