@@ -209,6 +209,8 @@ def export(output_dir, fmt: str, output, checkpoint: Optional[str] = None, check
         raise UsageError(unknown_choice_message("--format", fmt, list(FORMATS)))
     engine = require_engine() if fmt == "lce" else None
     output_dir, output = pathlib.Path(output_dir), pathlib.Path(output)
+    if output.exists():
+        raise UsageError(f"{output} exists; pass a new --output (nothing is overwritten).")
     model, record = load_run_model(output_dir, checkpoint)
     quantize_kernels(model)
     if fmt == "keras":
@@ -223,8 +225,6 @@ def export(output_dir, fmt: str, output, checkpoint: Optional[str] = None, check
         saved_model = pathlib.Path(scratch) / "saved_model"
         model.export(str(saved_model), verbose=False)
         if fmt == "saved_model":
-            if output.exists():
-                raise UsageError(f"{output} exists; pass a new --output (nothing is overwritten).")
             shutil.move(str(saved_model), str(output))
             return {"format": fmt}
         float_bytes = len(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert())

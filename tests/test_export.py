@@ -77,7 +77,7 @@ def test_latent_kernels_are_exported_as_their_signs():
         np.testing.assert_array_equal(layer.kernel.numpy(), np.where(before >= 0, 1.0, -1.0))
 
 
-def test_an_unknown_format_and_a_run_without_weights_are_one_sentence(tmp_path):
+def test_an_unknown_format_a_run_without_weights_and_an_existing_output_are_one_sentence(tmp_path):
     result = CliRunner().invoke(cli, ["export", str(tmp_path), "--format", "tflight", "--output", "m.tflite"])
     assert result.exit_code == 2
     assert "Unknown --format 'tflight'; valid choices are: keras, lce, saved_model." in result.output
@@ -90,6 +90,11 @@ def test_an_unknown_format_and_a_run_without_weights_are_one_sentence(tmp_path):
     assert result.exit_code == 1
     assert f"{run} has no weights to export yet: it has not finished an epoch." in result.output
     assert not (tmp_path / "m.keras").exists()
+    (tmp_path / "mine.tflite").write_text("a file of the user's")
+    result = CliRunner().invoke(cli, ["export", str(run), "--format", "keras", "--output", str(tmp_path / "mine.tflite")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'mine.tflite'} exists; pass a new --output (nothing is overwritten)." in result.output
+    assert (tmp_path / "mine.tflite").read_text() == "a file of the user's"
 
 
 def test_without_the_engine_lce_says_what_to_install(monkeypatch):
