@@ -91,7 +91,8 @@ def test_an_unknown_format_a_run_without_weights_and_an_existing_output_are_one_
     assert f"{run} has no weights to export yet: it has not finished an epoch." in result.output
     assert not (tmp_path / "m.keras").exists()
     (tmp_path / "mine.tflite").write_text("a file of the user's")
-    result = CliRunner().invoke(cli, ["export", str(run), "--format", "keras", "--output", str(tmp_path / "mine.tflite")])
+    result = CliRunner().invoke(cli, ["export", str(run), "--format", "keras",
+                                      "--output", str(tmp_path / "mine.tflite")])
     assert result.exit_code == 2
     assert f"{tmp_path / 'mine.tflite'} exists; pass a new --output (nothing is overwritten)." in result.output
     assert (tmp_path / "mine.tflite").read_text() == "a file of the user's"
