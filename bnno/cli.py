@@ -140,14 +140,6 @@ def _model_name(name: str, output_dir=None) -> str:
                          "(see docs/own-model.md).") from None
 
 
-def _plugin_record(model: str):
-    """What a run's record keeps of the plugin that provides ``model`` (None for bnno's)."""
-    from bnno import plugins
-
-    plugin = plugins.plugin_of(model)
-    return plugin.record() if plugin else None
-
-
 def _resolve_hparams(model: str, hparams_set, overrides: str, hparams_file):
     """(set name, validated hyperparameters): ``hparams_set``, or the default set of the
     model (of ``hparams_file``, a user's YAML file of sets, when given)."""
@@ -242,7 +234,7 @@ def _absolute_source(path):
 def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, output_prefix, seed, init_from,
           **options):
     """Train MODEL (binarynet, binary_alexnet, xnornet, birealnet, resnet18_tricks) on a data set."""
-    from bnno import lifecycle, run_dir
+    from bnno import lifecycle, plugins, run_dir
 
     model = _model_name(model, output_dir)
     hparams_set, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
@@ -253,7 +245,7 @@ def train(model, dataset, hparams_set, overrides, hparams_file, output_dir, outp
         model=model, dataset=dataset, hparams_set=hparams_set, hparams=resolved,
         output_dir=pathlib.Path(output_dir).expanduser(), overrides=resolved.overrides,
         hparams_file=_absolute_file(hparams_file), seed=seed, init_from=init_from,
-        plugin=_plugin_record(model), command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
+        plugin=plugins.record_of(model), command_line=shlex.join(["bnno", *sys.argv[1:]]), **options,
     )
     result = lifecycle.train(run, echo=click.echo)
     last = result["history"][-1] if result["history"] else {}

@@ -156,15 +156,11 @@ def _locate_in_run_directory(directory: pathlib.Path, given: str) -> Location:
     checkpoints = run_dir.checkpoints_newest_first(directory / run_dir.CHECKPOINT_DIR)
     model_file = directory / run_dir.MODEL_FILE
     epochs = record.get("hparams", {}).get("epochs") or 0
-    if model_file.exists() and (not checkpoints or _epoch(checkpoints[0]) >= epochs):
+    if model_file.exists() and (not checkpoints or run_dir.checkpoint_number(checkpoints[0]) >= epochs):
         return Location(str(model_file), "keras", model_file)  # finished
     if not checkpoints:
         raise UsageError(f"--init-from {given} has not finished an epoch yet, so it holds no weights to start from.")
     return Location(given, "checkpoints", directory, record)
-
-
-def _epoch(prefix: pathlib.Path) -> int:
-    return int(prefix.name[len("ckpt-"):])
 
 
 def read(where: Union[str, Location]) -> Source:

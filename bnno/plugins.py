@@ -89,6 +89,12 @@ def plugin_of(model: str) -> Optional[Plugin]:
     return _MODELS.get(model)
 
 
+def record_of(model: str) -> Optional[Dict[str, Optional[str]]]:
+    """What a run's record keeps of the plugin that provides ``model`` (None for bnno's)."""
+    plugin = plugin_of(model)
+    return plugin.record() if plugin else None
+
+
 def load(given: Sequence[str] = (), *, environment: bool = True, entry_points: bool = True) -> List[Plugin]:
     """Import the plugins ``given`` (files or modules, as ``--plugin`` names them), then
     those of ``BNNO_PLUGINS`` and of installed packages' entry points; each once per

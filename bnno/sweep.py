@@ -27,7 +27,7 @@ import shlex
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from bnno import run_dir
+from bnno import plugins, run_dir
 from bnno.config import options as run_options
 from bnno.errors import Interrupted, RunError, UsageError
 from bnno.manifest import MANIFEST_FILE, read_manifest, write_manifest
@@ -217,17 +217,10 @@ def make_run(sweep: Sweep, point: Point, command_line: str = "") -> run_dir.Run:
         model=sweep.model, dataset=sweep.dataset, hparams_set=sweep.hparams_set,
         hparams=sweep.base().replace(dict(point.values)),
         output_dir=sweep.output_dir / point.name, overrides=overrides, hparams_file=sweep.hparams_file,
-        init_from=sweep.init_from, plugin=_plugin_record(sweep.model),
+        init_from=sweep.init_from, plugin=plugins.record_of(sweep.model),
         seed=point.seed, command_line=command_line or shlex.join(train_command(sweep, point)),
         **sweep.options,
     )
-
-
-def _plugin_record(model: str) -> Optional[Dict[str, Any]]:
-    from bnno import plugins
-
-    plugin = plugins.plugin_of(model)
-    return plugin.record() if plugin else None
 
 
 def train_command(sweep: Sweep, point: Point) -> List[str]:
