@@ -463,6 +463,12 @@ def summary(model, dataset, hparams_set, overrides, hparams_file, preprocess, da
 @click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True,
               help="Untimed first steps (tracing and compilation).")
 @click.option("--pipeline", is_flag=True, help="Also time the input pipeline.")
+@click.option("--inference", is_flag=True,
+              help="Instead: latency per image (batch 1) of MODEL given as a run directory or a "
+              ".tflite from bnno export, as a 1-bit model in the Larq Compute Engine, as a float "
+              "TFLite model and as the Keras model (needs the deploy extra).")
+@click.option("--threads", default="1,2", show_default=True, metavar="N,...",
+              help="With --inference: the thread counts to time.")
 @preprocess_option
 @strategy_option
 @mixed_precision_option
@@ -473,13 +479,28 @@ def summary(model, dataset, hparams_set, overrides, hparams_file, preprocess, da
 @_starting_tensorflow
 @plugin_option
 def benchmark(model, hparams_set, overrides, hparams_file, dataset, batch_size, steps, warmup,
-              pipeline, preprocess, strategy, mixed_precision, jit_compile, binary_conv, as_json):
+              pipeline, inference, threads, preprocess, strategy, mixed_precision, jit_compile, binary_conv,
+              as_json, plugins):
     """Training images per second of MODEL on synthetic in-memory data (and, with
     --pipeline, of the input pipeline).
 
     With KERAS_BACKEND=jax (the jax extra): Keras's jitted training step on JAX,
-    without TensorFlow; the JSON names the backend and device."""
+    without TensorFlow; the JSON names the backend and device.
+
+    With --inference, MODEL is a run directory or a .tflite written by bnno export:
+    milliseconds per image at batch 1 and each of --threads, of the engine's 1-bit
+    model, the float TFLite model and the Keras model, --warmup then --steps runs each."""
     from bnno import benchmark as bench
+
+    if inference:
+        training_only = {"--hparams-set": hparams_set, "--hparams": overrides, "--hparams-file": hparams_file,
+                         "--dataset": dataset, "--batch-size": batch_size, "--pipeline": pipeline}
+        given = [name for name, value in training_only.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} time training, not --inference; leave "
+                             f"{'it' if len(given) == 1 else 'them'} out.")
+        _benchmark_inference(model, threads, warmup, steps, plugins, as_json)
+        return
 
     model = _model_name(model)
     hparams_set, resolved = _resolve_hparams(model, hparams_set, overrides, hparams_file)
@@ -504,20 +525,67 @@ def benchmark(model, hparams_set, overrides, hparams_file, dataset, batch_size, 
         click.echo(json.dumps(result))
 
 
+def _benchmark_inference(target, threads, warmup, steps, plugins, as_json):
+    from bnno import benchmark as bench
+    from bnno import export as exporting
+    from bnno import inference
+
+    if not bench.on_tensorflow():
+        raise UsageError("--inference needs TensorFlow (it converts the model): unset KERAS_BACKEND.")
+    try:
+        counts = [int(count) for count in threads.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise UsageError(f"--threads takes whole numbers of at least 1 separated by commas, e.g. 1,2; not {threads!r}.")
+    if not pathlib.Path(target).exists():
+        raise UsageError(f"--inference times a run directory or a .tflite file; {target} does not exist.")
+    exporting.require_engine()
+    result = inference.latency(target, threads=counts, warmup=warmup, repeats=steps,
+                               plugins=[plugin.given for plugin in plugins if plugin.option], echo=click.echo)
+    for line in inference.latency_lines(result):
+        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(result))
+
+
 @cli.command()
-@click.option("--output-dir", "--logdir", "output_dir", required=True,
-              type=click.Path(exists=True, file_okay=False), metavar="DIR", help="A run's directory.")
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=pathlib.Path),
+                metavar="[RUN_DIR|MODEL.tflite]")
+@click.option("--output-dir", "--logdir", "output_dir", default=None,
+              type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path), metavar="DIR",
+              help="A run's directory (or give it as the argument).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where tensorflow-datasets keeps prepared data sets (default: the one the run "
               "was trained with).")
+@click.option("--dataset", default=None, metavar="DATASET",
+              help="For a .tflite only: the data set to evaluate on (default: the one bnno export "
+              "stored in it).")
+@preprocess_option
+@image_size_option
 @_reporting_errors
 @_starting_tensorflow
 @plugin_option
-def evaluate(output_dir, data_dir):
-    """Top-1 and top-5 accuracy on the validation split of a finished or running run."""
-    from bnno import lifecycle
+def evaluate(path, output_dir, data_dir, dataset, preprocess, image_size):
+    """Top-1 and top-5 accuracy on the validation split of a finished or running run,
+    or of a model written by `bnno export` (a .tflite, run by the Larq Compute Engine)."""
+    from bnno import inference, lifecycle
 
-    results = lifecycle.evaluate(output_dir, data_dir=data_dir, echo=click.echo)
+    if (path is None) == (output_dir is None):
+        raise UsageError("Give one run directory or .tflite file to evaluate (as the argument or --output-dir).")
+    path = path or output_dir
+    if inference.is_flatbuffer_path(path):
+        results = inference.evaluate_flatbuffer(path, data_dir=data_dir, dataset=dataset, preprocess=preprocess,
+                                                image_size=image_size, echo=click.echo)
+        click.echo(
+            f"{path.name} on {results['dataset']} ({results['images']} validation images, Larq Compute "
+            f"Engine): top-1 {results['accuracy']:.4f}, top-5 {results['top5_accuracy']:.4f}"
+        )
+        return
+    if dataset or preprocess or image_size:
+        raise UsageError("--dataset, --preprocess-fn and --image-size are for a .tflite; a run is evaluated "
+                         "on the data it was trained on.")
+    results = lifecycle.evaluate(path, data_dir=data_dir, echo=click.echo)
     click.echo(
         f"epoch {results['epoch']}: top-1 {results['accuracy']:.4f}, "
         f"top-5 {results['top5_accuracy']:.4f}, loss {results['loss']:.4f}"

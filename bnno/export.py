@@ -13,12 +13,15 @@ channel. So every quantized kernel is first replaced by its quantized value (wha
 ``quantized_scope`` reads: the signs of latent ``ste_sign`` kernels, Bop's ±1 kernels as
 they are), and a convolution whose kernel is still not binary is reported, not
 silently written as float. The engine has no binary fully-connected op (larq
-compute-engine issue 53): binary dense layers stay float, and the account says so.
+compute-engine issue 53), so each binary dense layer is computed as a 1x1 binary
+convolution on a 1x1 map (the same values), which it has.
 
 Each export is checked before it is written: the engine's interpreter and the Keras
 model predict the same validation images, and an export whose top-1 agrees on fewer
 than :data:`AGREEMENT_REQUIRED` of them is refused. The account gives each quantized
 layer's fate, the file's size and the size of the same model as a float TFLite file.
+The flatbuffer's metadata names the run, its data set and preprocessing
+(:mod:`bnno.tflite_file`), for ``bnno evaluate`` and ``bnno benchmark --inference``.
 """
 
 import dataclasses
@@ -29,7 +32,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from bnno import run_dir
+from bnno import run_dir, tflite_file
 from bnno.errors import RunError, UsageError
 
 __all__ = ["AGREEMENT_REQUIRED", "FORMATS", "LayerAccount", "export", "require_engine"]
@@ -166,23 +169,6 @@ def quantize_kernels(model) -> None:
         layer.kernel.assign(value)
 
 
-def _op_counts(flatbuffer: bytes) -> Dict[str, int]:
-    """Operators of a TFLite flatbuffer by name (custom ops by their code)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-    model = schema.Model.GetRootAsModel(flatbuffer, 0)
-    counts: Dict[str, int] = {}
-    for index in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(index)
-        for op in range(subgraph.OperatorsLength()):
-            code = model.OperatorCodes(subgraph.Operators(op).OpcodeIndex())
-            custom = code.CustomCode()
-            name = custom.decode() if custom else names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
-            counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 def _validation_images(record, count: int):
     import numpy as np
 
@@ -218,48 +204,85 @@ def export(output_dir, fmt: str, output, checkpoint: Optional[str] = None, check
         model.save(temporary)
         os.replace(temporary, output)
         return {"format": fmt, "bytes": output.stat().st_size}
-    import numpy as np
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory(prefix="bnno-export-") as scratch:
-        saved_model = pathlib.Path(scratch) / "saved_model"
-        model.export(str(saved_model), verbose=False)
-        if fmt == "saved_model":
+    if fmt == "saved_model":
+        with tempfile.TemporaryDirectory(prefix="bnno-export-") as scratch:
+            saved_model = pathlib.Path(scratch) / "saved_model"
+            model.export(str(saved_model), verbose=False)
             shutil.move(str(saved_model), str(output))
-            return {"format": fmt}
-        float_bytes = len(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert())
-        engine_model, dense_as_convolutions = binary_dense_as_convolutions(model)
-        engine_saved_model = pathlib.Path(scratch) / "engine_saved_model"
-        engine_model.export(str(engine_saved_model), verbose=False)
-        flatbuffer = engine.convert_saved_model(str(engine_saved_model))
-    layers = account(model, dense_as_convolutions)
-    counts = _op_counts(flatbuffer)
-    expected = sum(row.binary for row in layers)
-    if counts.get("LceBconv2d", 0) != expected:
-        raise RunError(
-            f"The engine made {counts.get('LceBconv2d', 0)} of the {expected} binary convolutions of "
-            f"{record['model']} binary (LceBconv2d); nothing was written."
-        )
+        return {"format": fmt}
+    import numpy as np
+
     from bnno import engine_runtime
 
+    conversion = convert(model, record["model"], engine)
     images = _validation_images(record, check_images)
     keras_top1 = np.argmax(model.predict(images, batch_size=50, verbose=0), axis=-1)
-    engine_top1 = np.argmax(engine_runtime.predict(flatbuffer, images, threads=2, echo=echo), axis=-1)
-    agreement = float(np.mean(keras_top1 == engine_top1))
+    engine_outputs = engine_runtime.predict(conversion.flatbuffer, images, threads=os.cpu_count() or 1, echo=echo)
+    agreement = float(np.mean(keras_top1 == np.argmax(engine_outputs, axis=-1)))
     result = {
-        "format": fmt, "bytes": len(flatbuffer), "float_tflite_bytes": float_bytes,
-        "agreement": agreement, "images": len(images), "ops": counts,
-        "layers": [dataclasses.asdict(row) for row in layers],
+        "format": fmt, "float_tflite_bytes": len(conversion.float_flatbuffer), "agreement": agreement,
+        "images": len(images), "ops": conversion.ops, "layers": [dataclasses.asdict(row) for row in conversion.layers],
     }
     if agreement < AGREEMENT_REQUIRED:
         raise RunError(
             f"The exported model's top-1 agrees with the Keras model's on {agreement:.1%} of {len(images)} "
             f"validation images, below {AGREEMENT_REQUIRED:.0%}; nothing was written."
         )
+    flatbuffer = tflite_file.with_metadata(conversion.flatbuffer, _provenance(output_dir, record, checkpoint))
+    result["bytes"] = len(flatbuffer)
     temporary = output.with_name(f".{output.name}.tmp")
     temporary.write_bytes(flatbuffer)
     os.replace(temporary, output)
     return result
+
+
+@dataclasses.dataclass
+class Conversion:
+    """A model converted for the engine, and the same model as a float TFLite file."""
+
+    flatbuffer: bytes
+    float_flatbuffer: bytes
+    layers: List[LayerAccount]
+    ops: Dict[str, int]
+
+
+def convert(model, name: str, engine=None) -> Conversion:
+    """``model`` (its kernels already quantized, :func:`quantize_kernels`) converted by
+    the engine, binary dense layers as 1x1 convolutions, and by TFLite's own converter
+    as a float model; ``RunError`` when a layer expected to be binary is not
+    ``LceBconv2d``."""
+    import tensorflow as tf
+
+    engine = engine or require_engine()
+    with tempfile.TemporaryDirectory(prefix="bnno-export-") as scratch:
+        saved_model = pathlib.Path(scratch) / "saved_model"
+        model.export(str(saved_model), verbose=False)
+        float_flatbuffer = tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+        engine_model, dense_as_convolutions = binary_dense_as_convolutions(model)
+        engine_saved_model = pathlib.Path(scratch) / "engine_saved_model"
+        engine_model.export(str(engine_saved_model), verbose=False)
+        flatbuffer = engine.convert_saved_model(str(engine_saved_model))
+    layers = account(model, dense_as_convolutions)
+    counts = tflite_file.op_counts(flatbuffer)
+    expected = sum(row.binary for row in layers)
+    if counts.get("LceBconv2d", 0) != expected:
+        raise RunError(
+            f"The engine made {counts.get('LceBconv2d', 0)} of the {expected} binary convolutions of "
+            f"{name} binary (LceBconv2d); nothing was written."
+        )
+    return Conversion(flatbuffer, float_flatbuffer, layers, counts)
+
+
+def _provenance(output_dir: pathlib.Path, record, checkpoint: Optional[str]) -> Dict[str, Any]:
+    """Where an exported model came from, kept in its metadata (:mod:`bnno.tflite_file`):
+    what ``bnno evaluate`` and ``bnno benchmark --inference`` need of the run."""
+    from bnno import __version__
+
+    return {
+        "bnno": __version__, "run": str(output_dir.resolve()), "weights": checkpoint or run_dir.MODEL_FILE,
+        **{key: record.get(key) for key in ("model", "hparams_set", "dataset", "preprocess", "data_dir",
+                                             "image_size")},
+    }
 
 
 def _dense_as_convolution(layer):

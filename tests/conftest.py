@@ -42,3 +42,21 @@ def plugin_registries(monkeypatch):
     monkeypatch.setattr(plugins, "_LOADED", dict(plugins._LOADED))
     monkeypatch.setattr(plugins, "_MODELS", dict(plugins._MODELS))
     return plugins
+
+
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory):
+    """Where bnno makes the engine's NumPy-1 Python (pip installs NumPy 1.26 from the
+    package index), once per test process; they are skipped where it cannot be made."""
+    pytest.importorskip("larq_compute_engine")
+    from bnno import engine_runtime
+    from bnno.errors import RunError
+
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BNNO_CACHE", str(cache))
+        try:
+            engine_runtime.runtime_python(echo=lambda line: None)
+        except RunError as error:
+            pytest.skip(f"no Python with NumPy 1.x for the engine's interpreter: {error}")
+    return cache

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bnno import export
+from bnno import export, tflite_file
 from bnno.cli import cli
 
 
@@ -77,6 +77,51 @@ def test_latent_kernels_are_exported_as_their_signs():
         np.testing.assert_array_equal(layer.kernel.numpy(), np.where(before >= 0, 1.0, -1.0))
 
 
+@pytest.mark.parametrize("name, binary, full_precision", [
+    # Bi-Real Net 18 (Liu et al. 2018): 16 binary 3x3 convolutions; the stem, the three
+    # 1x1 shortcuts that downsample and the classifier are full precision.
+    ("birealnet", 16, ["conv2d", "conv2d_1", "conv2d_2", "conv2d_3", "dense"]),
+    # XNOR-Net (Rastegari et al. 2016, as larq-zoo builds it): 4 binary convolutions and
+    # the two binary 4096-wide layers as convolutions; first and last layer full precision.
+    ("xnornet", 6, ["conv2d", "dense"]),
+])
+def test_the_imagenet_models_account_at_their_imagenet_shape(name, binary, full_precision):
+    import keras
+
+    from bnno import config, models
+
+    keras.backend.clear_session()
+    model = models.build(name, config.resolve(name, "bop", ""), (224, 224, 3), 1000)
+    signs(model)
+    rows = export.account(model)
+    assert [row.name for row in rows if row.binary] == [layer.name for layer in export._quantized_layers(model)]
+    assert sum(row.binary for row in rows) == binary
+    assert [(row.name, row.why) for row in rows if not row.binary] == [
+        (layer, "full precision in the model") for layer in full_precision]
+
+
+@pytest.mark.slow
+def test_magnitude_aware_kernels_become_binary_convolutions_that_compute_the_same(engine_cache, monkeypatch):
+    """XNOR-Net's latent recipe (hparams/xnornet.yaml, adam): magnitude_aware_sign
+    kernels, ±c per output channel. The engine takes them as LceBconv2d with the scale
+    folded into its output, and computes what Keras computes."""
+    from bnno import engine_runtime
+
+    monkeypatch.setenv("BNNO_CACHE", str(engine_cache))
+    model = tiny_binarynet(kernel_quantizer="magnitude_aware_sign")
+    rng = np.random.default_rng(4)
+    for layer in export._quantized_layers(model):
+        layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
+    images = rng.uniform(-1, 1, (64, 16, 16, 3)).astype("float32")
+    for _ in range(30):  # batch statistics away from their initial 0 and 1
+        model(images, training=True)
+    export.quantize_kernels(model)
+    conversion = export.convert(model, "binarynet")
+    assert conversion.ops["LceBconv2d"] == 8 and "FULLY_CONNECTED" not in conversion.ops
+    engine = engine_runtime.predict(conversion.flatbuffer, images[:32], echo=lambda line: None)
+    np.testing.assert_allclose(engine, model.predict(images[:32], verbose=0), atol=1e-5)
+
+
 def test_an_unknown_format_a_run_without_weights_and_an_existing_output_are_one_sentence(tmp_path):
     result = CliRunner().invoke(cli, ["export", str(tmp_path), "--format", "tflight", "--output", "m.tflite"])
     assert result.exit_code == 2
@@ -124,38 +169,29 @@ def digits(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engine_cache(tmp_path_factory):
-    """Where bnno makes the engine's NumPy-1 Python (pip installs NumPy 1.26 from the
-    package index), once for these tests; they are skipped where it cannot be made."""
+def exported(digits, engine_cache, tmp_path_factory):
+    """A BinaryNet trained two epochs on digits with the bop set (Bop's ±1 kernels),
+    exported by `bnno export --json`: (run, model.tflite, the CLI's result). Latent
+    ste_sign kernels (the default set, Adam) export the same way
+    (test_latent_kernels_are_exported_as_their_signs; README's Deploy table measures
+    one): one trained set here keeps CI's slow tier short."""
     pytest.importorskip("larq_compute_engine")
-    from bnno import engine_runtime
-    from bnno.errors import RunError
-
-    cache = tmp_path_factory.mktemp("cache")
+    folder = tmp_path_factory.mktemp("exported")
+    run, flatbuffer = folder / "run", folder / "model.tflite"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BNNO_CACHE", str(cache))
-        try:
-            engine_runtime.runtime_python(echo=lambda line: None)
-        except RunError as error:
-            pytest.skip(f"no Python with NumPy 1.x for the engine's interpreter: {error}")
-    return cache
+        patch.setenv("BNNO_CACHE", str(engine_cache))
+        subprocess.run([sys.executable, "-m", "bnno", "train", "binarynet", "--dataset", str(digits),
+                        "--image-size", "16", "--hparams-set", "bop", "--hparams",
+                        "filters=16,dense_units=64,batch_size=50,epochs=2", "--output-dir", str(run),
+                        "--no-tensorboard"], check=True, capture_output=True)
+        result = CliRunner().invoke(cli, ["export", str(run), "--output", str(flatbuffer), "--check-images", "1000",
+                                          "--json"])
+    return run, flatbuffer, result
 
 
 @pytest.mark.slow
-# Bop's ±1 kernels. Latent ste_sign kernels (the default set, Adam) export the same way
-# (test_latent_kernels_are_exported_as_their_signs; README's Deploy table measures one):
-# one trained set here keeps CI's slow tier short.
-@pytest.mark.parametrize("hparams_set", ["bop"])
-def test_a_trained_binarynet_exports_to_lce_with_every_binary_layer_binary_and_agrees(
-        digits, engine_cache, tmp_path, monkeypatch, hparams_set):
-    pytest.importorskip("larq_compute_engine")
-    monkeypatch.setenv("BNNO_CACHE", str(engine_cache))
-    run = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "bnno", "train", "binarynet", "--dataset", str(digits), "--image-size", "16",
-                    "--hparams-set", hparams_set, "--hparams", "filters=16,dense_units=64,batch_size=50,epochs=2",
-                    "--output-dir", str(run), "--no-tensorboard"], check=True, capture_output=True)
-    result = CliRunner().invoke(cli, ["export", str(run), "--output", str(tmp_path / "model.tflite"),
-                                      "--check-images", "1000", "--json"])
+def test_a_trained_binarynet_exports_to_lce_with_every_binary_layer_binary_and_agrees(exported, digits):
+    run, flatbuffer, result = exported
     assert result.exit_code == 0, result.output
     account = json.loads(result.output.strip().splitlines()[-1])
     # all but the first convolution, whose input (the image) is not binarized
@@ -164,6 +200,51 @@ def test_a_trained_binarynet_exports_to_lce_with_every_binary_layer_binary_and_a
     assert account["layers"][0]["why"] == "its input is not binarized (no ±1 input quantizer)"
     assert account["ops"]["LceBconv2d"] == 8 and "FULLY_CONNECTED" not in account["ops"]
     assert account["images"] == 360 and account["agreement"] >= 0.99
-    assert account["bytes"] == (tmp_path / "model.tflite").stat().st_size
+    assert account["bytes"] == flatbuffer.stat().st_size
     assert account["bytes"] < 0.1 * account["float_tflite_bytes"]
     assert "Top-1 agreement with the Keras model: " in result.output
+    # The file names the run it came from, for bnno evaluate and bnno benchmark --inference.
+    stored = tflite_file.read_metadata(flatbuffer.read_bytes())
+    assert stored["run"] == str(run.resolve()) and stored["model"] == "binarynet"
+    assert stored["dataset"] == str(digits)
+    assert stored["image_size"] == 16 and stored["weights"] == "model.keras"
+
+
+@pytest.mark.slow
+def test_an_exported_model_is_evaluated_by_the_engine_like_the_run(exported, engine_cache, monkeypatch):
+    run, flatbuffer, _ = exported
+    monkeypatch.setenv("BNNO_CACHE", str(engine_cache))
+    of_run = CliRunner().invoke(cli, ["evaluate", str(run)])
+    of_file = CliRunner().invoke(cli, ["evaluate", str(flatbuffer)])
+    assert of_run.exit_code == 0 and of_file.exit_code == 0, of_run.output + of_file.output
+    top1_run = float(of_run.output.split("top-1 ")[1].split(",")[0])
+    top1_file = float(of_file.output.split("top-1 ")[1].split(",")[0])
+    # The export agrees with the Keras model on >= 99 % of these 360 images.
+    assert abs(top1_run - top1_file) <= 0.01
+    assert "model.tflite on " in of_file.output and "(360 validation images, Larq Compute Engine)" in of_file.output
+    wrong_size = CliRunner().invoke(cli, ["evaluate", str(flatbuffer), "--dataset", stored_dataset(flatbuffer),
+                                          "--image-size", "8"])
+    assert wrong_size.exit_code == 2
+    assert "model.tflite takes images of shape (16, 16, 3), but " in wrong_size.output
+    assert "with default gives (8, 8, 3); pass the --dataset, --preprocess-fn or --image-size it was trained with." \
+        in wrong_size.output
+
+
+def stored_dataset(flatbuffer):
+    return tflite_file.read_metadata(flatbuffer.read_bytes())["dataset"]
+
+
+@pytest.mark.slow
+def test_inference_latency_of_an_export_times_the_engine_the_float_model_and_keras(exported, engine_cache,
+                                                                                   monkeypatch):
+    run, flatbuffer, _ = exported
+    monkeypatch.setenv("BNNO_CACHE", str(engine_cache))
+    result = CliRunner().invoke(cli, ["benchmark", "--inference", str(flatbuffer), "--threads", "1", "--steps", "3",
+                                      "--warmup", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert figures["run"] == str(run.resolve()) and figures["threads"] == [1] and figures["repeats"] == 3
+    assert [row["model"] for row in figures["models"]] == ["engine, 1-bit", "float TFLite", "Keras (TensorFlow)"]
+    assert all(row["milliseconds"]["1"] > 0 for row in figures["models"])
+    assert figures["engine_ops"]["LceBconv2d"] == 8
+    assert result.output.splitlines()[1].split() == ["model", "1", "thread"]
