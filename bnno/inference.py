@@ -158,17 +158,22 @@ def latency(target, threads: Sequence[int] = (1, 2), warmup: int = 3, repeats: i
         float_flatbuffer = conversion.float_flatbuffer
         flatbuffer = flatbuffer or conversion.flatbuffer
     counts = tflite_file.op_counts(flatbuffer)
-    rows = [Timed("engine, 1-bit", {}, "LceBconv2d x%d" % counts.get("LceBconv2d", 0))]
+    # (row, flatbuffer, XNNPACK): the engine as its interpreter runs by default (XNNPACK off;
+    # it does not take LceBconv2d), the float model as TFLite runs it by default (XNNPACK on)
+    # and with TFLite's builtin kernels, the engine's float parts' like.
+    timed = [(Timed("engine, 1-bit", {}, "LceBconv2d x%d" % counts.get("LceBconv2d", 0)), flatbuffer, False)]
     if float_flatbuffer is not None:
-        rows.append(Timed("float TFLite", {}))
+        timed += [(Timed("float TFLite, XNNPACK", {}), float_flatbuffer, True),
+                  (Timed("float TFLite, builtin", {}), float_flatbuffer, False)]
     image = None
     with engine_runtime.Engine(echo=echo) as engine:
         for count in threads:
-            for row, model_bytes in zip(rows, [flatbuffer, float_flatbuffer]):
-                engine.load(model_bytes, threads=count)
+            for row, model_bytes, xnnpack in timed:
+                engine.load(model_bytes, threads=count, xnnpack=xnnpack)
                 if image is None:
                     image = np.random.default_rng(0).standard_normal(engine.input_shape[1:]).astype(np.float32)
                 row.milliseconds[count] = _median_ms(engine.latencies(image, warmup, repeats))
+    rows = [row for row, _, _ in timed]
     if output_dir is not None:
         keras_row = Timed("Keras (TensorFlow)", {}, "tf.function, training=False")
         for count in threads:
@@ -178,12 +183,21 @@ def latency(target, threads: Sequence[int] = (1, 2), warmup: int = 3, repeats: i
         "target": str(target), "run": str(output_dir) if output_dir else None, "cpu": _cpu(),
         "cpus": os.cpu_count(), "machine": platform.machine(), "warmup": warmup, "repeats": repeats,
         "threads": list(threads), "engine_ops": counts,
-        "kernels": ("LceBconv2d: the engine's optimized bgemm kernels (use_reference_bconv=False); on "
-                    f"{platform.machine()} they are its portable C++ ones, not its ARM assembly. Float ops: "
-                    "TFLite's builtin kernels, XNNPACK off (the engine interpreter's default)."),
+        "kernels": _kernels(),
         "models": [{"model": row.name, "milliseconds": {str(k): v for k, v in row.milliseconds.items()},
                     "note": row.note} for row in rows],
     }
+
+
+def _kernels() -> str:
+    """Which kernels ran, in words (larq compute-engine: core/bgemm/ruy_trmul_params.h;
+    hand-written bgemm kernels exist for ARM only, kernels_aarch64.h and kernels_arm32.h)."""
+    machine = platform.machine()
+    arm = machine.lower() in ("aarch64", "arm64") or machine.lower().startswith("arm")
+    where = ("its hand-written ARM kernels" if arm else
+             f"ruy's portable C++ path on {machine} (the engine has hand-written kernels for ARM only)")
+    return (f"Kernels: LceBconv2d is the engine's optimized bgemm (not its reference bconv), here {where}; the "
+            "engine's other ops and the float model's are TFLite's builtin kernels, or XNNPACK's where marked.")
 
 
 def latency_lines(result: Dict[str, Any]) -> List[str]:

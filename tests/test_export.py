@@ -244,7 +244,8 @@ def test_inference_latency_of_an_export_times_the_engine_the_float_model_and_ker
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["run"] == str(run.resolve()) and figures["threads"] == [1] and figures["repeats"] == 3
-    assert [row["model"] for row in figures["models"]] == ["engine, 1-bit", "float TFLite", "Keras (TensorFlow)"]
+    assert [row["model"] for row in figures["models"]] == [
+        "engine, 1-bit", "float TFLite, XNNPACK", "float TFLite, builtin", "Keras (TensorFlow)"]
     assert all(row["milliseconds"]["1"] > 0 for row in figures["models"])
     assert figures["engine_ops"]["LceBconv2d"] == 8
     assert result.output.splitlines()[1].split() == ["model", "1", "thread"]
