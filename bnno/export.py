@@ -261,7 +261,11 @@ def convert(model, name: str, engine=None) -> Conversion:
         engine_model, dense_as_convolutions = binary_dense_as_convolutions(model)
         engine_saved_model = pathlib.Path(scratch) / "engine_saved_model"
         engine_model.export(str(engine_saved_model), verbose=False)
-        flatbuffer = engine.convert_saved_model(str(engine_saved_model))
+        try:
+            flatbuffer = engine.convert_saved_model(str(engine_saved_model))
+        except Exception as error:  # noqa: BLE001 - the converter's own errors (ops it cannot take)
+            raise RunError(f"larq-compute-engine's converter cannot take {name} "
+                           f"({run_dir.first_line(error)}); nothing was written.") from None
     layers = account(model, dense_as_convolutions)
     counts = tflite_file.op_counts(flatbuffer)
     expected = sum(row.binary for row in layers)

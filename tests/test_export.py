@@ -143,6 +143,33 @@ def test_an_unknown_format_a_run_without_weights_and_an_existing_output_are_one_
     assert (tmp_path / "mine.tflite").read_text() == "a file of the user's"
 
 
+def test_a_model_the_engine_cannot_take_or_makes_float_is_refused_in_one_sentence():
+    import tensorflow as tf
+
+    from bnno.errors import RunError
+
+    class Refusing:
+        @staticmethod
+        def convert_saved_model(path):
+            raise ValueError("'tf.Erf' op is neither a custom op nor a flex op\nwith more lines")
+
+    class Float:  # writes every convolution as a float CONV_2D
+        @staticmethod
+        def convert_saved_model(path):
+            return tf.lite.TFLiteConverter.from_saved_model(path).convert()
+
+    model = tiny_binarynet()
+    signs(model)
+    with pytest.raises(RunError) as refused:
+        export.convert(model, "my_net", engine=Refusing)
+    assert str(refused.value) == ("larq-compute-engine's converter cannot take my_net ('tf.Erf' op is neither a "
+                                  "custom op nor a flex op); nothing was written.")
+    with pytest.raises(RunError) as float_model:
+        export.convert(model, "my_net", engine=Float)
+    assert str(float_model.value) == ("The engine made 0 of the 8 binary convolutions of my_net binary "
+                                      "(LceBconv2d); nothing was written.")
+
+
 def test_without_the_engine_lce_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "larq_compute_engine", None)  # import fails
     with pytest.raises(Exception) as missing:
