@@ -472,9 +472,9 @@ def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
 
     run = trainer.run
 
-    class EpochRecords(keras.callbacks.Callback):
+    class EpochHistory(keras.callbacks.Callback):
         """Writes the history row (with the training wall time so far, summed over
-        resumes), then the checkpoint, after every epoch."""
+        resumes) after every epoch."""
 
         wall_seconds = history.wall_seconds
 
@@ -483,10 +483,18 @@ def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
             self.wall_seconds += time.monotonic() - trainer.epoch_began
             history.append(epoch + 1, {**logs, "wall_seconds": self.wall_seconds})
             trainer.epoch.assign(epoch + 1)
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """Writes the epoch's checkpoint after its records (history row, TensorBoard), so
+        that a crash just after the checkpoint loses none of them: the run resumes after
+        the epoch and would not write them again. A crash before it repeats the epoch,
+        which writes the same values again."""
+
+        def on_epoch_end(self, epoch, logs=None):
             trainer.checkpoints.save(checkpoint_number=epoch + 1)
             trainer.drop_in_epoch_checkpoints()
 
-    callbacks = [EpochRecords()]
+    callbacks = [EpochHistory()]
     if run.tensorboard and trainer.is_chief:
         callbacks.append(
             keras.callbacks.TensorBoard(
@@ -495,6 +503,7 @@ def _callbacks(trainer: Trainer, epochs: int, history: run_dir.History):
         )
         if run.log_every:
             callbacks.append(step_summaries(trainer, run.log_every))
+    callbacks.append(EpochCheckpoint())
     if run.verbose > 0 and trainer.is_chief:
         # Last, so that an epoch's time includes writing its checkpoint. Keras's bar in
         # a terminal; plain lines in log files (Slurm, docker logs, > run.log).

@@ -392,6 +392,38 @@ def assert_same_run(expected, actual):
         assert scalars_b[tag] == scalars_a[tag], tag
 
 
+# Runs bnno, but the process kills itself (SIGKILL: no clean-up at all) right after the
+# checkpoint of epoch 1 is written, before the epoch's history row: a crash at a known moment.
+DIE_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+import tensorflow as tf
+save = tf.train.CheckpointManager.save
+def save_then_die(self, *args, **kwargs):
+    path = save(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+tf.train.CheckpointManager.save = save_then_die
+from bnno.cli import main
+sys.argv = ["bnno", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_right_after_an_epochs_checkpoint_resumes_without_losing_the_epoch(stripes, uninterrupted,
+                                                                                        tmp_path):
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_CHECKPOINT, *train_command(stripes, out)],
+                            env=ENV, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (out / "checkpoints" / "ckpt-1.index").exists()
+    assert not (out / "checkpoints" / "ckpt-2.index").exists() and not (out / "model.keras").exists()
+    resumed = bnno(*train_command(stripes, out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resuming after epoch 1 of 2." in resumed.stdout
+    assert [row["epoch"] for row in history(out)] == ["1", "2"]  # epoch 1's row once, though it died before it
+    assert_same_run(uninterrupted, out)
+
+
 @pytest.mark.slow
 def test_a_run_killed_at_a_random_step_resumes_inside_the_epoch_to_the_same_result(stripes, uninterrupted, tmp_path):
     out = tmp_path / "run"

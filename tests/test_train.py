@@ -4,7 +4,6 @@ import csv
 import os
 import pathlib
 import re
-import signal
 import subprocess
 import sys
 
@@ -137,77 +136,6 @@ def test_resuming_with_other_hyperparameters_is_refused(stripes, tmp_path):
     assert result.exit_code == 2
     assert "holds a run with other settings (gamma: 0.001 -> 0.01)" in result.output
     assert "Traceback" not in result.output
-
-
-def _train_command(stripes, out, epochs):
-    return [
-        sys.executable, "-m", "bnno", "train", "binarynet", "--dataset", str(stripes),
-        "--hparams-set", "bop", "--output-dir", str(out),
-        "--hparams", f"filters=8,dense_units=16,epochs={epochs},batch_size=20",
-    ]
-
-
-# Runs the same command, but the process kills itself (SIGKILL: no clean-up at all)
-# right after the checkpoint of epoch 1 is written: a crash at a known moment.
-DIE_AFTER_FIRST_CHECKPOINT = """
-import os, signal, sys
-import tensorflow as tf
-save = tf.train.CheckpointManager.save
-def save_then_die(self, *args, **kwargs):
-    path = save(self, *args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
-tf.train.CheckpointManager.save = save_then_die
-from bnno.cli import main
-sys.argv = ["bnno", *sys.argv[1:]]
-main()
-"""
-
-
-@pytest.mark.slow
-def test_a_killed_run_resumes_to_the_same_result_without_losing_an_epoch(stripes, tmp_path):
-    env = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    subprocess.run(_train_command(stripes, whole, 3), env=env, check=True, capture_output=True)
-
-    command = _train_command(stripes, resumed, 3)
-    killed = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_CHECKPOINT, *command[3:]],
-                            env=env, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL
-    assert (resumed / "checkpoints" / "ckpt-1.index").exists()
-    assert not (resumed / "checkpoints" / "ckpt-2.index").exists()
-    assert not (resumed / "model.keras").exists()
-
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "Resuming after epoch 1 of 3." in result.stdout
-    assert [r["epoch"] for r in history(resumed)] == ["1", "2", "3"]
-    for a, b in zip(history(whole), history(resumed)):
-        a.pop("wall_seconds"), b.pop("wall_seconds")
-        assert a == b  # the same losses and accuracies, epoch for epoch
-    import keras
-
-    import bnno.nn  # noqa: F401  (registers bnno's layers and optimizers with Keras)
-
-    whole_model = keras.saving.load_model(whole / "model.keras")
-    resumed_model = keras.saving.load_model(resumed / "model.keras")
-    for a, b in zip(whole_model.weights, resumed_model.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    for a, b in zip(whole_model.optimizer.variables, resumed_model.optimizer.variables):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    # The flip ratios of the resumed epochs count flips from the restored kernels.
-    whole_flips, resumed_flips = flip_ratios(whole), flip_ratios(resumed)
-    assert set(resumed_flips) >= {1, 2}  # epochs 2 and 3
-    for epoch in (1, 2):
-        assert resumed_flips[epoch] == whole_flips[epoch]
-
-
-def flip_ratios(output_dir):
-    """{epoch (from 0): overall flip ratio} from a run's TensorBoard events."""
-    import tensorflow as tf
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(output_dir / "train")).Reload()
-    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_flip_ratio")}
 
 
 def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(stripes, tmp_path):
