@@ -8,6 +8,13 @@ os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, each tier in its own order: under pytest-xdist the long tests
+    start early and the many short ones fill in behind them, so the workers end together
+    instead of one waiting out a long test that began last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     import keras

@@ -143,6 +143,7 @@ def test_an_unknown_format_a_run_without_weights_and_an_existing_output_are_one_
     assert (tmp_path / "mine.tflite").read_text() == "a file of the user's"
 
 
+@pytest.mark.slow  # three conversions
 def test_a_model_the_engine_cannot_take_or_makes_float_is_refused_in_one_sentence():
     import tensorflow as tf
 

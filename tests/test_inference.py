@@ -3,8 +3,6 @@ one-sentence refusals of `bnno evaluate MODEL.tflite` and `bnno benchmark --infe
 The trained end-to-end checks (accuracy and latency of a real export) are in
 tests/test_export.py."""
 
-import json
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
