@@ -366,6 +366,39 @@ def test_sbatch_launches_the_papers_imagenet_command_through_srun(tmp_path):
     assert output_dir.is_dir()
 
 
+def test_sbatch_trains_your_own_model_from_its_plugin_and_sets_in_every_runtime(tmp_path):
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "my_models.py").write_text("# a plugin\n")
+    (own / "my_sets.yaml").write_text("bop: {}\n")
+    environment = {"MODEL": "my_net", "PLUGIN": "own/my_models.py", "HPARAMS_FILE": str(own / "my_sets.yaml"),
+                   "DATA_DIR": str(tmp_path / "tfds"), "OUTPUT_DIR": str(tmp_path / "run")}
+    result, calls = run_sbatch_with_fake_slurm(tmp_path, environment)
+    assert result.returncode == 0, result.stderr
+    [bnno] = [shlex.split(call) for call in calls if call.startswith("bnno ")]
+    assert bnno[2] == "my_net"
+    # Relative paths become absolute: the tasks on other nodes do not share the directory.
+    assert bnno[bnno.index("--plugin") + 1] == str(own / "my_models.py")
+    assert bnno[bnno.index("--hparams-file") + 1] == str(own / "my_sets.yaml")
+    # A container sees the files' folder at the same path.
+    (tmp_path / "pyxis").mkdir()
+    result, calls = run_sbatch_with_fake_slurm(tmp_path / "pyxis", {**environment, "RUNTIME": "pyxis",
+                                                                     "PLUGIN": str(own / "my_models.py"),
+                                                                     "IMAGE": "bnno.sqsh"})
+    assert result.returncode == 0, result.stderr
+    [srun] = [shlex.split(call) for call in calls if call.startswith("srun ")]
+    [mounts] = [word.split("=", 1)[1] for word in srun if word.startswith("--container-mounts=")]
+    assert mounts.split(",") == [f"{tmp_path / 'tfds'}:{tmp_path / 'tfds'}", f"{tmp_path / 'run'}:{tmp_path / 'run'}",
+                                 f"{own}:{own}", f"{own}:{own}"]
+
+
+def test_sbatch_with_a_plugin_that_is_not_there_says_so(tmp_path):
+    result, calls = run_sbatch_with_fake_slurm(tmp_path, {"MODEL": "my_net", "PLUGIN": str(tmp_path / "gone.py")})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"PLUGIN={tmp_path / 'gone.py'} is not a file."
+    assert not [call for call in calls if call.startswith("srun ")]
+
+
 def test_sbatch_asks_for_a_warning_signal_requeue_and_appending_logs(sbatch_text):
     options = sbatch_options(sbatch_text)
     # USR1 to the job step's tasks (the bnno workers), not "B:USR1" (only the batch shell).
