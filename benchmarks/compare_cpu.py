@@ -31,20 +31,11 @@ import statistics
 import subprocess
 import sys
 
+from bnno.inference import cpu_name
 from bnno.nn.binary_conv import cpu_has_amx_bf16  # the test --binary-conv auto makes
 
 HERE = pathlib.Path(__file__).resolve().parent
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def commands(args, amx: bool):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from bnno import run_dir, tflite_file
 from bnno.errors import RunError, UsageError
 
-__all__ = ["evaluate_flatbuffer", "latency", "latency_lines"]
+__all__ = ["cpu_name", "evaluate_flatbuffer", "latency", "latency_lines"]
 
 #: Seconds between progress lines of a long evaluation.
 PROGRESS_SECONDS = 30
@@ -97,7 +97,8 @@ class Timed:
     note: str = ""
 
 
-def _cpu() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -180,7 +181,7 @@ def latency(target, threads: Sequence[int] = (1, 2), warmup: int = 3, repeats: i
             keras_row.milliseconds[count] = _keras_milliseconds(output_dir, count, warmup, repeats, plugins)
         rows.append(keras_row)
     return {
-        "target": str(target), "run": str(output_dir) if output_dir else None, "cpu": _cpu(),
+        "target": str(target), "run": str(output_dir) if output_dir else None, "cpu": cpu_name(),
         "cpus": os.cpu_count(), "machine": platform.machine(), "warmup": warmup, "repeats": repeats,
         "threads": list(threads), "engine_ops": counts,
         "kernels": _kernels(),
