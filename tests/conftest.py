@@ -8,15 +8,6 @@ os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 import pytest  # noqa: E402
 
 
-def pytest_collection_modifyitems(config, items):
-    """The slow tests first, each tier in its own order. With pytest-xdist's
-    ``--dist worksteal`` (README's test command) the long tests start early and a worker
-    that runs out takes over the second half of another's queue, the short tests, so the
-    workers end together instead of one waiting out a long test that began last. (With
-    ``--dist load`` one worker would get the slow tests in its first batch, all of them.)"""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(autouse=True)
 def _seeded():
     import keras
