@@ -251,13 +251,9 @@ def convert(model, name: str, engine=None) -> Conversion:
     the engine, binary dense layers as 1x1 convolutions, and by TFLite's own converter
     as a float model; ``RunError`` when a layer expected to be binary is not
     ``LceBconv2d``."""
-    import tensorflow as tf
-
     engine = engine or require_engine()
+    float_model = float_flatbuffer(model)
     with tempfile.TemporaryDirectory(prefix="bnno-export-") as scratch:
-        saved_model = pathlib.Path(scratch) / "saved_model"
-        model.export(str(saved_model), verbose=False)
-        float_flatbuffer = tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
         engine_model, dense_as_convolutions = binary_dense_as_convolutions(model)
         engine_saved_model = pathlib.Path(scratch) / "engine_saved_model"
         engine_model.export(str(engine_saved_model), verbose=False)
@@ -274,7 +270,18 @@ def convert(model, name: str, engine=None) -> Conversion:
             f"The engine made {counts.get('LceBconv2d', 0)} of the {expected} binary convolutions of "
             f"{name} binary (LceBconv2d); nothing was written."
         )
-    return Conversion(flatbuffer, float_flatbuffer, layers, counts)
+    return Conversion(flatbuffer, float_model, layers, counts)
+
+
+def float_flatbuffer(model) -> bytes:
+    """``model`` as TFLite's own converter writes it: a float TFLite model, the baseline
+    of an export's size and latency."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="bnno-export-") as scratch:
+        saved_model = pathlib.Path(scratch) / "saved_model"
+        model.export(str(saved_model), verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
 
 
 def _provenance(output_dir: pathlib.Path, record, checkpoint: Optional[str]) -> Dict[str, Any]:

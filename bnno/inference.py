@@ -155,9 +155,11 @@ def latency(target, threads: Sequence[int] = (1, 2), warmup: int = 3, repeats: i
     if output_dir is not None:
         model, record = exporting.load_run_model(output_dir)
         exporting.quantize_kernels(model)
-        conversion = exporting.convert(model, record["model"])
-        float_flatbuffer = conversion.float_flatbuffer
-        flatbuffer = flatbuffer or conversion.flatbuffer
+        if flatbuffer is None:
+            conversion = exporting.convert(model, record["model"])
+            flatbuffer, float_flatbuffer = conversion.flatbuffer, conversion.float_flatbuffer
+        else:
+            float_flatbuffer = exporting.float_flatbuffer(model)
     counts = tflite_file.op_counts(flatbuffer)
     # (row, flatbuffer, XNNPACK): the engine as its interpreter runs by default (XNNPACK off;
     # it does not take LceBconv2d), the float model as TFLite runs it by default (XNNPACK on)

@@ -47,13 +47,20 @@ def plugin_registries(monkeypatch):
 @pytest.fixture(scope="session")
 def engine_cache(tmp_path_factory):
     """Where bnno makes the engine's NumPy-1 Python (pip installs NumPy 1.26 from the
-    package index), once per test process; they are skipped where it cannot be made."""
+    package index), once per test run: pytest-xdist's workers share it (the first makes
+    it under a lock; the others wait, then reuse it). The tests that need it are skipped
+    where it cannot be made."""
     pytest.importorskip("larq_compute_engine")
+    import fcntl
+
     from bnno import engine_runtime
     from bnno.errors import RunError
 
-    cache = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's, not the worker's
+    cache = shared / "engine-cache"
+    with open(shared / "engine-cache.lock", "w") as lock, pytest.MonkeyPatch.context() as patch:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         patch.setenv("BNNO_CACHE", str(cache))
         try:
             engine_runtime.runtime_python(echo=lambda line: None)
