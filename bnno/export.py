@@ -252,7 +252,7 @@ def convert(model, name: str, engine=None) -> Conversion:
     as a float model; ``RunError`` when a layer expected to be binary is not
     ``LceBconv2d``."""
     engine = engine or require_engine()
-    float_model = float_flatbuffer(model)
+    float_model = float_flatbuffer(model, name)
     with tempfile.TemporaryDirectory(prefix="bnno-export-") as scratch:
         engine_model, dense_as_convolutions = binary_dense_as_convolutions(model)
         engine_saved_model = pathlib.Path(scratch) / "engine_saved_model"
@@ -273,15 +273,19 @@ def convert(model, name: str, engine=None) -> Conversion:
     return Conversion(flatbuffer, float_model, layers, counts)
 
 
-def float_flatbuffer(model) -> bytes:
-    """``model`` as TFLite's own converter writes it: a float TFLite model, the baseline
-    of an export's size and latency."""
+def float_flatbuffer(model, name: str) -> bytes:
+    """``model`` (named ``name``) as TFLite's own converter writes it: a float TFLite
+    model, the baseline of an export's size and latency."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="bnno-export-") as scratch:
         saved_model = pathlib.Path(scratch) / "saved_model"
         model.export(str(saved_model), verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+        try:
+            return tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+        except Exception as error:  # noqa: BLE001 - the converter's own errors (ops it cannot take)
+            raise RunError(f"TFLite's converter cannot take {name} ({run_dir.first_line(error)}); nothing "
+                           "was written.") from None
 
 
 def _provenance(output_dir: pathlib.Path, record, checkpoint: Optional[str]) -> Dict[str, Any]:

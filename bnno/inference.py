@@ -159,7 +159,7 @@ def latency(target, threads: Sequence[int] = (1, 2), warmup: int = 3, repeats: i
             conversion = exporting.convert(model, record["model"])
             flatbuffer, float_flatbuffer = conversion.flatbuffer, conversion.float_flatbuffer
         else:
-            float_flatbuffer = exporting.float_flatbuffer(model)
+            float_flatbuffer = exporting.float_flatbuffer(model, record["model"])
     counts = tflite_file.op_counts(flatbuffer)
     # (row, flatbuffer, XNNPACK): the engine as its interpreter runs by default (XNNPACK off;
     # it does not take LceBconv2d), the float model as TFLite runs it by default (XNNPACK on)

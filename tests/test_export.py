@@ -144,7 +144,7 @@ def test_an_unknown_format_a_run_without_weights_and_an_existing_output_are_one_
 
 
 @pytest.mark.slow  # three conversions
-def test_a_model_the_engine_cannot_take_or_makes_float_is_refused_in_one_sentence():
+def test_a_model_the_engine_cannot_take_or_makes_float_is_refused_in_one_sentence(monkeypatch):
     import tensorflow as tf
 
     from bnno.errors import RunError
@@ -169,6 +169,17 @@ def test_a_model_the_engine_cannot_take_or_makes_float_is_refused_in_one_sentenc
         export.convert(model, "my_net", engine=Float)
     assert str(float_model.value) == ("The engine made 0 of the 8 binary convolutions of my_net binary "
                                       "(LceBconv2d); nothing was written.")
+
+    class Unconvertible:
+        @staticmethod
+        def convert():
+            raise RuntimeError("'tf.Erf' op is not supported\nwith more lines")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", staticmethod(lambda path: Unconvertible))
+    with pytest.raises(RunError) as not_even_float:
+        export.convert(model, "my_net", engine=Refusing)
+    assert str(not_even_float.value) == ("TFLite's converter cannot take my_net ('tf.Erf' op is not supported); "
+                                         "nothing was written.")
 
 
 def test_without_the_engine_lce_says_what_to_install(monkeypatch):
