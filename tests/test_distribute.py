@@ -18,6 +18,7 @@ import pytest
 
 from bnno import distribute
 from bnno.errors import UsageError
+from tests import instrumented
 from tests.imagefolders import make_image_folder
 
 
@@ -163,42 +164,15 @@ def run_two_workers(command, **environment):
     return results
 
 
-SIGNALLED_WORKER = textwrap.dedent(
-    """
-    import os, signal, sys
-    import numpy as np
-    from bnno import lifecycle, preemption
-
-    # Test instrumentation: keep the worker's final weights, and send this worker a
-    # signal (SIGKILL: a preempted node; SIGTERM: a clean stop) after its Nth step.
-    weights_file, at, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    export = lifecycle.export
-    def export_and_keep_weights(trainer):
-        np.savez(weights_file, *[w.numpy() for w in trainer.model.weights])
-        export(trainer)
-    lifecycle.export = export_and_keep_weights
-    add_step, taken = preemption.EpochProgress.add_step, []
-    def add_step_then_signal(self, *args):
-        add_step(self, *args)
-        taken.append(1)
-        if len(taken) == at and name != "none":
-            os.kill(os.getpid(), getattr(signal, name))
-    preemption.EpochProgress.add_step = add_step_then_signal
-    from bnno.cli import main
-    sys.argv = ["bnno", *sys.argv[4:]]
-    main()
-    """
-)
-
-
 def run_signalled_workers(stripes, out, weights, signals, *options, temporary=None):
     """Two workers training into ``out``; worker i gets signal ``signals[i]`` = (name,
     after its Nth step) or None; ``temporary``: their TMPDIR. Returns [(exit code,
     stdout, stderr)]."""
     def command(index):
         name, at = signals[index] or ("none", 0)
+        # A worker keeps its final weights; SIGKILL is a preempted node, SIGTERM a clean stop.
         return [
-            sys.executable, "-c", SIGNALLED_WORKER, str(weights / f"weights{index}.npz"), str(at), name,
+            *instrumented.after_step(at, None if name == "none" else name, weights / f"weights{index}.npz"),
             "train", "binarynet", "--dataset", str(stripes), "--hparams-set", "bop",
             "--hparams", "filters=8,dense_units=16,epochs=3,batch_size=20", "--output-dir", str(out), *options,
         ]

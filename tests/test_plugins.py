@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from bnno import models, plugins
 from bnno.cli import cli
+from tests import instrumented
 from tests.imagefolders import make_image_folder
 
 PLUGIN = textwrap.dedent(
@@ -251,24 +252,6 @@ def test_a_sweeps_commands_carry_the_plugin_for_other_nodes(plugin_file, tmp_pat
 
 # --- end to end ------------------------------------------------------------------------------
 
-KILL_AFTER_STEP = textwrap.dedent(
-    """
-    import os, signal, sys
-    from bnno import preemption
-    add_step, taken, at = preemption.EpochProgress.add_step, [], int(sys.argv[1])
-    def add_step_then_die(self, *args):
-        add_step(self, *args)
-        taken.append(1)
-        if len(taken) == at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    preemption.EpochProgress.add_step = add_step_then_die
-    from bnno.cli import main
-    sys.argv = ["bnno", *sys.argv[2:]]
-    main()
-    """
-)
-
-
 @pytest.mark.slow
 def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_starts_a_stage_sweeps_and_reports(
         plugin_file, stripes, tmp_path):
@@ -277,7 +260,7 @@ def test_a_plugin_model_trains_resumes_after_kill_9_evaluates_starts_a_stage_swe
     run = tmp_path / "run"
     train = ["train", "my_net", "--plugin", str(plugin_file), "--hparams-file", str(sets), "--dataset", str(stripes),
              "--output-dir", str(run), "--checkpoint-every", "2"]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_STEP, "9", *train], env=env, capture_output=True,
+    killed = subprocess.run([*instrumented.after_step(9), *train], env=env, capture_output=True,
                             text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     record = yaml.safe_load((run / "hparams.yaml").read_text())

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from bnno.cli import cli
 from bnno.errors import REQUEUE_EXIT_CODE, Interrupted
 from bnno.preemption import CheckpointInterval, EpochProgress, StopSignals, parse_signals
+from tests import instrumented
 from tests.imagefolders import make_image_folder
 
 # 120 training images in batches of 20: 6 steps an epoch.
@@ -323,26 +324,6 @@ def train_command(stripes, out, *options):
             "--output-dir", str(out), "--log-every", "1", *options]
 
 
-# Runs bnno, but sends the process a signal (SIGKILL: no clean-up at all) right after
-# its Nth training step, before anything after the step (callbacks, checkpoints) runs.
-SIGNAL_AFTER_STEP = textwrap.dedent(
-    """
-    import os, signal, sys
-    from bnno import preemption
-    at, name = int(sys.argv[1]), sys.argv[2]
-    add_step, taken = preemption.EpochProgress.add_step, []
-    def add_step_then_signal(self, *args):
-        add_step(self, *args)
-        taken.append(1)
-        if len(taken) == at:
-            os.kill(os.getpid(), getattr(signal, name))
-    preemption.EpochProgress.add_step = add_step_then_signal
-    from bnno.cli import main
-    sys.argv = ["bnno", *sys.argv[3:]]
-    main()
-    """
-)
-
 ENV = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -351,8 +332,8 @@ def bnno(*arguments):
 
 
 def signalled_after_step(step, name, *arguments):
-    return subprocess.run([sys.executable, "-c", SIGNAL_AFTER_STEP, str(step), name, *arguments],
-                          env=ENV, capture_output=True, text=True)
+    """bnno, sent signal ``name`` right after its ``step``-th training step."""
+    return subprocess.run([*instrumented.after_step(step, name), *arguments], env=ENV, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -392,28 +373,14 @@ def assert_same_run(expected, actual):
         assert scalars_b[tag] == scalars_a[tag], tag
 
 
-# Runs bnno, but the process kills itself (SIGKILL: no clean-up at all) right after the
-# checkpoint of epoch 1 is written, before the epoch's history row: a crash at a known moment.
-DIE_AFTER_FIRST_CHECKPOINT = """
-import os, signal, sys
-import tensorflow as tf
-save = tf.train.CheckpointManager.save
-def save_then_die(self, *args, **kwargs):
-    path = save(self, *args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
-tf.train.CheckpointManager.save = save_then_die
-from bnno.cli import main
-sys.argv = ["bnno", *sys.argv[1:]]
-main()
-"""
-
-
 @pytest.mark.slow
 def test_a_run_killed_right_after_an_epochs_checkpoint_resumes_without_losing_the_epoch(stripes, uninterrupted,
                                                                                         tmp_path):
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_CHECKPOINT, *train_command(stripes, out)],
-                            env=ENV, capture_output=True, text=True)
+    # Killed right after the checkpoint of epoch 1, before the epoch's history row and
+    # TensorBoard records: a crash at a known moment.
+    killed = subprocess.run([*instrumented.at_checkpoint(1), *train_command(stripes, out)], env=ENV,
+                            capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (out / "checkpoints" / "ckpt-1.index").exists()
     assert not (out / "checkpoints" / "ckpt-2.index").exists() and not (out / "model.keras").exists()

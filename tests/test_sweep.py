@@ -12,6 +12,7 @@ import yaml
 
 from bnno import sweep as sweep_lib
 from bnno.errors import UsageError
+from tests import instrumented
 
 
 def make_sweep(tmp_path, grid=None, **fields):
@@ -252,25 +253,6 @@ def test_local_executor_skips_finished_runs_and_marks_failures(tmp_path):
     assert on_disk["runs"][0]["val_accuracy"] == 0.5
 
 
-# A sweep in a subprocess that kills itself (SIGKILL) right after the Nth checkpoint
-# of the whole process: with 2 epochs per run, the 3rd is the first of the second run.
-DIE_AT_CHECKPOINT = """
-import os, signal, sys
-import tensorflow as tf
-save, saved = tf.train.CheckpointManager.save, []
-def save_then_maybe_die(self, *args, **kwargs):
-    path = save(self, *args, **kwargs)
-    saved.append(path)
-    if len(saved) == int(os.environ["DIE_AT_CHECKPOINT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return path
-tf.train.CheckpointManager.save = save_then_maybe_die
-from bnno.cli import main
-sys.argv = ["bnno", *sys.argv[1:]]
-main()
-"""
-
-
 def _history_without_times(run_dir):
     import csv
 
@@ -318,8 +300,10 @@ def test_a_local_sweep_runs_every_point_skips_them_again_and_resumes_after_a_kil
     assert sum(": finished earlier, skipped" in line for line in again.output.splitlines()) == 4
 
     killed_dir = tmp_path / "killed"
-    killed = subprocess.run([sys.executable, "-c", DIE_AT_CHECKPOINT, *sweep_command(killed_dir)],
-                            env={**env, "DIE_AT_CHECKPOINT": "3"}, capture_output=True, text=True)
+    # Killed right after the 3rd checkpoint of the whole process: with 2 epochs a run, the
+    # first of the second run.
+    killed = subprocess.run([*instrumented.at_checkpoint(3), *sweep_command(killed_dir)], env=env,
+                            capture_output=True, text=True)
     assert killed.returncode == -9
     states = [r["state"] for r in yaml.safe_load((killed_dir / "sweep.yaml").read_text())["runs"]]
     assert states == ["done", "running", "pending", "pending"]
