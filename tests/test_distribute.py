@@ -169,10 +169,10 @@ def run_signalled_workers(stripes, out, weights, signals, *options, temporary=No
     after its Nth step) or None; ``temporary``: their TMPDIR. Returns [(exit code,
     stdout, stderr)]."""
     def command(index):
-        name, at = signals[index] or ("none", 0)
+        name, at = signals[index] or (None, 0)
         # A worker keeps its final weights; SIGKILL is a preempted node, SIGTERM a clean stop.
         return [
-            *instrumented.after_step(at, None if name == "none" else name, weights / f"weights{index}.npz"),
+            *instrumented.after_step(at, name, weights / f"weights{index}.npz"),
             "train", "binarynet", "--dataset", str(stripes), "--hparams-set", "bop",
             "--hparams", "filters=8,dense_units=16,epochs=3,batch_size=20", "--output-dir", str(out), *options,
         ]
