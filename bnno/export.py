@@ -109,24 +109,28 @@ def account(model, dense_as_convolutions=()) -> List[LayerAccount]:
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)):
                 rows.append(LayerAccount(layer.name, kind, False, "full precision in the model"))
             continue
-        binarized_input = getattr(layer.input_quantizer, "plus_minus_one", False)
         if layer.name in dense_as_convolutions:
             rows.append(LayerAccount(layer.name, kind, True, "LceBconv2d, as a 1x1 convolution on a 1x1 map"))
-        elif isinstance(layer, QuantDense):
-            why = ("its input is not binarized (no ±1 input quantizer)" if not binarized_input
-                   else "its kernel is not binary (values other than ±c)"
-                   if not _binary_values(layer.kernel.numpy())
-                   else "the engine has no binary fully-connected op (larq compute-engine issue 53)")
-            rows.append(LayerAccount(layer.name, kind, False, why))
         elif isinstance(layer, QuantDepthwiseConv2D):
             rows.append(LayerAccount(layer.name, kind, False, "the engine has no binary depthwise convolution"))
-        elif not binarized_input:
-            rows.append(LayerAccount(layer.name, kind, False, "its input is not binarized (no ±1 input quantizer)"))
-        elif not _binary_values(layer.kernel.numpy()):
-            rows.append(LayerAccount(layer.name, kind, False, "its kernel is not binary (values other than ±c)"))
+        elif why := _why_not_binary(layer):
+            rows.append(LayerAccount(layer.name, kind, False, why))
+        elif isinstance(layer, QuantDense):
+            rows.append(LayerAccount(layer.name, kind, False,
+                                     "the engine has no binary fully-connected op (larq compute-engine issue 53)"))
         else:
             rows.append(LayerAccount(layer.name, kind, True, "LceBconv2d"))
     return rows
+
+
+def _why_not_binary(layer) -> Optional[str]:
+    """Why the engine cannot compute quantized ``layer`` with binary arithmetic: its input
+    is not binarized, or its kernel is not ±c per output channel; None when it can."""
+    if not getattr(layer.input_quantizer, "plus_minus_one", False):
+        return "its input is not binarized (no ±1 input quantizer)"
+    if not _binary_values(layer.kernel.numpy()):
+        return "its kernel is not binary (values other than ±c)"
+    return None
 
 
 def load_run_model(output_dir: pathlib.Path, checkpoint: Optional[str] = None):
@@ -134,15 +138,11 @@ def load_run_model(output_dir: pathlib.Path, checkpoint: Optional[str] = None):
     or those of its newest epoch checkpoint (or ``checkpoint``); ``(model, record)``."""
     import tensorflow as tf
 
-    from bnno import data, models, plugins
+    from bnno import plugins
 
     record = run_dir.read_record(output_dir)
     plugins.check_record(record, str(output_dir))
-    input_shape, num_classes = data.describe(
-        record["dataset"], preprocess=record.get("preprocess", "default"), data_dir=record.get("data_dir"),
-        image_size=record.get("image_size"),
-    )
-    model = models.build(record["model"], record["hparams"], input_shape, num_classes)
+    model = run_dir.build_model(record)
     final = output_dir / run_dir.MODEL_FILE
     if checkpoint is None and final.exists():
         model.load_weights(str(final))
@@ -174,8 +174,7 @@ def _validation_images(record, count: int):
 
     from bnno import data
 
-    dataset = data.load(record["dataset"], preprocess=record.get("preprocess", "default"),
-                        data_dir=record.get("data_dir"), image_size=record.get("image_size"))
+    dataset = data.load(record["dataset"], **run_dir.data_options(record))
     images = []
     for batch, _ in dataset.validation(100):
         images.append(batch.numpy())
@@ -338,8 +337,7 @@ def binary_dense_as_convolutions(model):
     from bnno.nn.layers import QuantDense
 
     def eligible(layer):
-        return (isinstance(layer, QuantDense) and getattr(layer.input_quantizer, "plus_minus_one", False)
-                and _binary_values(layer.kernel.numpy()))
+        return isinstance(layer, QuantDense) and _why_not_binary(layer) is None
 
     replaced = {}
 

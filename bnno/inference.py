@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -108,12 +109,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _median_ms(seconds: Sequence[float]) -> float:
-    ordered = sorted(seconds)
-    middle = len(ordered) // 2
-    return 1000 * (ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2)
-
-
 def _keras_milliseconds(output_dir: pathlib.Path, threads: int, warmup: int, repeats: int,
                         plugins: Sequence[str]) -> float:
     command = [sys.executable, "-m", "bnno.keras_latency", str(output_dir), str(threads), str(warmup),
@@ -125,7 +120,7 @@ def _keras_milliseconds(output_dir: pathlib.Path, threads: int, warmup: int, rep
         errors = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise RunError(f"Timing the Keras model of {output_dir} failed: "
                        f"{errors[-1].rstrip('.') if errors else result.returncode}.")
-    return _median_ms(json.loads(lines[-1])["seconds"])
+    return 1000 * statistics.median(json.loads(lines[-1])["seconds"])
 
 
 def latency(target, threads: Sequence[int] = (1, 2), warmup: int = 3, repeats: int = 20,
@@ -175,7 +170,7 @@ def latency(target, threads: Sequence[int] = (1, 2), warmup: int = 3, repeats: i
                 engine.load(model_bytes, threads=count, xnnpack=xnnpack)
                 if image is None:
                     image = np.random.default_rng(0).standard_normal(engine.input_shape[1:]).astype(np.float32)
-                row.milliseconds[count] = _median_ms(engine.latencies(image, warmup, repeats))
+                row.milliseconds[count] = 1000 * statistics.median(engine.latencies(image, warmup, repeats))
     rows = [row for row, _, _ in timed]
     if output_dir is not None:
         keras_row = Timed("Keras (TensorFlow)", {}, "tf.function, training=False")

@@ -215,15 +215,9 @@ def _read_checkpoints(location: Location) -> Source:
     run's own model (rebuilt from its record for its data set's shape and classes)."""
     import tensorflow as tf
 
-    from bnno import data, models
-
     record, given = location.record, location.given
     try:
-        input_shape, num_classes = data.describe(
-            record["dataset"], preprocess=record.get("preprocess", "default"),
-            data_dir=record.get("data_dir"), image_size=record.get("image_size"),
-        )
-        model = models.build(record["model"], record["hparams"], input_shape, num_classes)
+        model = run_dir.build_model(record)
     except (UsageError, RunError) as error:
         raise UsageError(
             f"--init-from {given} is an unfinished run whose model cannot be rebuilt here to read "

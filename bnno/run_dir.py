@@ -171,6 +171,22 @@ def read_record(output_dir: pathlib.Path) -> Dict[str, Any]:
     return record
 
 
+def data_options(record: Dict[str, Any]) -> Dict[str, Any]:
+    """How the run of ``record`` reads its data set: the keyword arguments of
+    ``bnno.data.load`` and ``bnno.data.describe`` besides the data set's name."""
+    return {"preprocess": record.get("preprocess", "default"), "data_dir": record.get("data_dir"),
+            "image_size": record.get("image_size")}
+
+
+def build_model(record: Dict[str, Any]):
+    """The model of the run of ``record``, untrained: its builder's, for its data set's
+    image shape and number of classes (its plugin, if any, already loaded)."""
+    from bnno import data, models
+
+    input_shape, num_classes = data.describe(record["dataset"], **data_options(record))
+    return models.build(record["model"], record["hparams"], input_shape, num_classes)
+
+
 def first_line(error: Exception) -> str:
     """The first line of an exception's message (its type's name if it has none), for
     one-sentence messages."""
