@@ -380,7 +380,7 @@ def test_sbatch_trains_your_own_model_from_its_plugin_and_sets_in_every_runtime(
     # Relative paths become absolute: the tasks on other nodes do not share the directory.
     assert bnno[bnno.index("--plugin") + 1] == str(own / "my_models.py")
     assert bnno[bnno.index("--hparams-file") + 1] == str(own / "my_sets.yaml")
-    # A container sees the files' folder at the same path.
+    # A container sees the files' folder at the same path, mounted once for both files.
     (tmp_path / "pyxis").mkdir()
     result, calls = run_sbatch_with_fake_slurm(tmp_path / "pyxis", {**environment, "RUNTIME": "pyxis",
                                                                      "PLUGIN": str(own / "my_models.py"),
@@ -389,7 +389,7 @@ def test_sbatch_trains_your_own_model_from_its_plugin_and_sets_in_every_runtime(
     [srun] = [shlex.split(call) for call in calls if call.startswith("srun ")]
     [mounts] = [word.split("=", 1)[1] for word in srun if word.startswith("--container-mounts=")]
     assert mounts.split(",") == [f"{tmp_path / 'tfds'}:{tmp_path / 'tfds'}", f"{tmp_path / 'run'}:{tmp_path / 'run'}",
-                                 f"{own}:{own}", f"{own}:{own}"]
+                                 f"{own}:{own}"]
 
 
 def test_sbatch_with_a_plugin_that_is_not_there_says_so(tmp_path):
