@@ -87,9 +87,9 @@ class Engine:
     in one sentence when the interpreter fails."""
 
     def __init__(self, echo: Callable[[str], None] = print, python: Optional[str] = None):
+        command = [python or runtime_python(echo), str(RUNNER), str(_extension())]  # may refuse: first
         self._scratch = tempfile.TemporaryDirectory(prefix="bnno-engine-")
         self._stderr = open(pathlib.Path(self._scratch.name) / "stderr.txt", "w+b")
-        command = [python or runtime_python(echo), str(RUNNER), str(_extension())]
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self._stderr)
         self.input_shape: Optional[List[int]] = None

@@ -377,8 +377,8 @@ def assert_same_run(expected, actual):
 def test_a_run_killed_right_after_an_epochs_checkpoint_resumes_without_losing_the_epoch(stripes, uninterrupted,
                                                                                         tmp_path):
     out = tmp_path / "run"
-    # Killed right after the checkpoint of epoch 1, before the epoch's history row and
-    # TensorBoard records: a crash at a known moment.
+    # Killed right after the checkpoint of epoch 1, the last thing its epoch writes (after
+    # its history row and TensorBoard records): a crash at a known moment.
     killed = subprocess.run([*instrumented.at_checkpoint(1), *train_command(stripes, out)], env=ENV,
                             capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -387,7 +387,7 @@ def test_a_run_killed_right_after_an_epochs_checkpoint_resumes_without_losing_th
     resumed = bnno(*train_command(stripes, out))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming after epoch 1 of 2." in resumed.stdout
-    assert [row["epoch"] for row in history(out)] == ["1", "2"]  # epoch 1's row once, though it died before it
+    assert [row["epoch"] for row in history(out)] == ["1", "2"]  # epoch 1's row once: not written again
     assert_same_run(uninterrupted, out)
 
 
