@@ -540,7 +540,7 @@ def _benchmark_inference(target, threads, warmup, steps, plugins, as_json):
         raise UsageError(f"--threads takes whole numbers of at least 1 separated by commas, e.g. 1,2; not {threads!r}.")
     if not pathlib.Path(target).exists():
         raise UsageError(f"--inference times a run directory or a .tflite file; {target} does not exist.")
-    exporting.require_engine()
+    exporting.require_engine("--inference")
     result = inference.latency(target, threads=counts, warmup=warmup, repeats=steps,
                                plugins=[plugin.given for plugin in plugins if plugin.option], echo=click.echo)
     for line in inference.latency_lines(result):

@@ -47,20 +47,21 @@ AGREEMENT_REQUIRED = 0.99
 ENGINE_PYTHONS = ((3, 10), (3, 11), (3, 12))
 
 
-def require_engine():
-    """``larq_compute_engine``, or a ``UsageError`` saying what to install (or that
-    this Python has no wheels of it)."""
+def require_engine(needed_by: str = "--format lce"):
+    """``larq_compute_engine``, or a ``UsageError`` saying that ``needed_by`` (what the
+    user asked for) needs it and what to install (or that this Python has no wheels of it)."""
     try:
         import larq_compute_engine
     except ImportError:
         if sys.version_info[:2] not in ENGINE_PYTHONS:
+            instead = ("export from a Python 3.10-3.12 environment, or use --format saved_model"
+                       if needed_by == "--format lce" else "use a Python 3.10-3.12 environment")
             raise UsageError(
-                f"--format lce needs larq-compute-engine, which has wheels for Python 3.10-3.12 only, "
-                f"not {sys.version_info[0]}.{sys.version_info[1]}; export from a Python 3.10-3.12 "
-                "environment, or use --format saved_model."
+                f"{needed_by} needs larq-compute-engine, which has wheels for Python 3.10-3.12 only, "
+                f"not {sys.version_info[0]}.{sys.version_info[1]}; {instead}."
             ) from None
         raise UsageError(
-            "--format lce needs larq-compute-engine: pip install \"bnno[deploy]\" (or "
+            f"{needed_by} needs larq-compute-engine: pip install \"bnno[deploy]\" (or "
             "larq-compute-engine==0.16.0)."
         ) from None
     return larq_compute_engine

@@ -57,8 +57,10 @@ def evaluate_flatbuffer(path, data_dir: Optional[str] = None, dataset: Optional[
     import numpy as np
 
     from bnno import data, engine_runtime
+    from bnno.export import require_engine
 
     flatbuffer = tflite_file.read(path)
+    require_engine("Evaluating a .tflite")
     source = _source(flatbuffer, path, dataset)
     name = source["dataset"]
     preprocess = preprocess or source.get("preprocess") or data.default_preprocess(name)

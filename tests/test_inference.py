@@ -143,3 +143,16 @@ def test_the_engines_process_predicts_times_and_says_what_failed(plain_flatbuffe
         with pytest.raises(RunError) as garbage:
             engine.load(b"not a flatbuffer at all")
         assert str(garbage.value) == "larq-compute-engine's interpreter failed: Invalid model."
+
+
+def test_without_the_engine_each_command_says_what_needs_it_and_what_to_install(monkeypatch, plain_flatbuffer):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "larq_compute_engine", None)  # import fails
+    for arguments, needed_by in ((["benchmark", "--inference", str(plain_flatbuffer)], "--inference"),
+                                 (["evaluate", str(plain_flatbuffer)], "Evaluating a .tflite")):
+        result = CliRunner().invoke(cli, arguments)
+        assert result.exit_code == 2, result.output
+        assert (f'{needed_by} needs larq-compute-engine: pip install "bnno[deploy]" (or '
+                "larq-compute-engine==0.16.0).") in result.output
+        assert "Traceback" not in result.output
